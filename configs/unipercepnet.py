@@ -1,0 +1,298 @@
+"""UniPercepNet-S configs and experiments.
+
+Numbers follow `shared/DESIGN.md` (from the reference config
+`unipercepnet_s_regnetx_4gf_se_sam_3x_coco.py`).
+"""
+
+import dataclasses
+import os
+from typing import List, Optional, Sequence, Union
+
+from official.core import config_definitions as cfg
+from official.core import exp_factory
+from official.modeling import hyperparams
+from official.modeling import optimization
+from official.vision.configs import common
+from official_ext.vision.configs import backbones
+from official_ext.vision.configs import decoders
+
+COCO_INPUT_PATH_BASE = 'coco'
+COCO_TRAIN_EXAMPLES = 118287
+COCO_VAL_EXAMPLES = 5000
+
+# Model input normalisation (RGB, 0..255 scale).
+MEAN_RGB = (123.675, 116.28, 103.53)
+STDDEV_RGB = (58.395, 57.12, 57.375)
+
+
+@dataclasses.dataclass
+class Anchor(hyperparams.Config):
+  """Anchors of the single level: sizes `anchor_size * scales`."""
+  anchor_size: float = 32.
+  scales: List[float] = dataclasses.field(
+      default_factory=lambda: [1., 2., 4., 8., 16.])
+  aspect_ratios: List[float] = dataclasses.field(default_factory=lambda: [1.])
+
+
+@dataclasses.dataclass
+class TOODHead(hyperparams.Config):
+  num_stacked_convs: int = 6
+  num_filters: int = 256
+  # Hidden width of the task decomposition's layer attention.
+  attention_channels: int = 48
+  # Width of the probability-map and offset branches.
+  branch_channels: int = 64
+  # Largest centre shift (pixels) a decoded box may make; None: unclamped.
+  ctr_clamp: Optional[float] = 32.
+  deformable_sampling: bool = True
+  prior_prob: float = 0.01
+
+
+@dataclasses.dataclass
+class MaskHead(hyperparams.Config):
+  num_convs: int = 4
+  num_filters: int = 256
+  upsample_factor: int = 2
+  spatial_attention: bool = True
+  attention_kernel_size: int = 7
+
+
+@dataclasses.dataclass
+class MaskROIAligner(hyperparams.Config):
+  crop_size: int = 14
+  sample_offset: float = 0.5
+
+
+@dataclasses.dataclass
+class DetectionGenerator(hyperparams.Config):
+  pre_nms_top_k: int = 1000
+  pre_nms_score_threshold: float = 0.05
+  nms_iou_threshold: float = 0.6
+  max_num_detections: int = 100
+
+
+@dataclasses.dataclass
+class UniPercepNet(hyperparams.Config):
+  """The model."""
+  num_classes: int = 80
+  # [height, width, channels]; height and width multiples of 32.
+  input_size: List[int] = dataclasses.field(
+      default_factory=lambda: [800, 1344, 3])
+  # The one level the head reads (5: stride 32).
+  level: int = 5
+  include_mask: bool = True
+  anchor: Anchor = dataclasses.field(default_factory=Anchor)
+  backbone: backbones.Backbone = dataclasses.field(
+      default_factory=lambda: backbones.Backbone(  # pylint: disable=g-long-lambda
+          type='regnet', regnet=backbones.RegNet(
+              model_id='regnetx_4.0gf', channel_attention=True)))
+  decoder: decoders.Decoder = dataclasses.field(
+      default_factory=lambda: decoders.Decoder(  # pylint: disable=g-long-lambda
+          type='dilated_encoder', dilated_encoder=decoders.DilatedEncoder()))
+  head: TOODHead = dataclasses.field(default_factory=TOODHead)
+  mask_head: MaskHead = dataclasses.field(default_factory=MaskHead)
+  mask_roi_aligner: MaskROIAligner = dataclasses.field(
+      default_factory=MaskROIAligner)
+  detection_generator: DetectionGenerator = dataclasses.field(
+      default_factory=DetectionGenerator)
+  norm_activation: common.NormActivation = dataclasses.field(
+      default_factory=lambda: common.NormActivation(  # pylint: disable=g-long-lambda
+          activation='relu', norm_momentum=0.9, norm_epsilon=1e-5,
+          use_sync_bn=False))
+
+  def __post_init__(self, *args, **kwargs):
+    super().__post_init__(*args, **kwargs)
+    if self.input_size and (self.input_size[0] % 32 or
+                            self.input_size[1] % 32):
+      raise ValueError('model.input_size height and width must be multiples '
+                       f'of 32, got {self.input_size}.')
+
+
+@dataclasses.dataclass
+class UniformAssigner(hyperparams.Config):
+  """YOLOF's assigner, used for the first `initial_epochs`."""
+  num_nearest: int = 4
+  pos_ignore_iou: float = 0.15
+  neg_ignore_iou: float = 0.7
+
+
+@dataclasses.dataclass
+class TaskAlignedAssigner(hyperparams.Config):
+  topk: int = 13
+  alpha: float = 1.
+  beta: float = 6.
+
+
+@dataclasses.dataclass
+class MaskTargets(hyperparams.Config):
+  """Proposals, RoI sampling and mask targets for the mask branch."""
+  pre_nms_top_k: int = 2000
+  nms_iou_threshold: float = 0.7
+  num_proposals: int = 1500
+  foreground_iou_threshold: float = 0.5
+  num_sampled_rois: int = 512
+  foreground_fraction: float = 0.25
+  mix_gt_boxes: bool = True
+  mask_size: int = 28
+
+
+@dataclasses.dataclass
+class Losses(hyperparams.Config):
+  initial_epochs: int = 4
+  uniform_assigner: UniformAssigner = dataclasses.field(
+      default_factory=UniformAssigner)
+  task_aligned_assigner: TaskAlignedAssigner = dataclasses.field(
+      default_factory=TaskAlignedAssigner)
+  focal_alpha: float = 0.25
+  focal_gamma: float = 2.
+  qfl_beta: float = 2.
+  cls_weight: float = 1.
+  giou_weight: float = 1.5
+  mask_weight: float = 1.5
+  mask_targets: MaskTargets = dataclasses.field(default_factory=MaskTargets)
+  l2_weight_decay: float = 0.
+
+
+@dataclasses.dataclass
+class Parser(hyperparams.Config):
+  """Input parsing and the two-stage augmentation recipe."""
+  max_num_instances: int = 100
+  # Stage 1 (until `stage2_epoch`): mosaic, random resize, crop.
+  mosaic: bool = True
+  mosaic_tile_size: int = 640
+  aug_scale_min: float = 0.5
+  aug_scale_max: float = 2.
+  aug_rand_hflip: bool = True
+  aug_hsv: bool = True
+  pad_value: float = 114.
+  # Epoch from which the stage-2 pipeline (resize to fit, jitter, flip) runs.
+  stage2_epoch: int = 12
+  skip_crowd_during_training: bool = True
+
+
+@dataclasses.dataclass
+class DataConfig(cfg.DataConfig):
+  """Input config (Model Garden TFRecords from create_coco_tf_record.py)."""
+  input_path: Union[Sequence[str], str, hyperparams.Config] = ''
+  global_batch_size: int = 0
+  is_training: bool = False
+  dtype: str = 'float32'
+  decoder: common.DataDecoder = dataclasses.field(
+      default_factory=common.DataDecoder)
+  parser: Parser = dataclasses.field(default_factory=Parser)
+  shuffle_buffer_size: int = 1000
+  file_type: str = 'tfrecord'
+  drop_remainder: bool = True
+
+
+@dataclasses.dataclass
+class UniPercepNetTask(cfg.TaskConfig):
+  model: UniPercepNet = dataclasses.field(default_factory=UniPercepNet)
+  train_data: DataConfig = dataclasses.field(
+      default_factory=lambda: DataConfig(is_training=True))
+  validation_data: DataConfig = dataclasses.field(
+      default_factory=lambda: DataConfig(is_training=False,
+                                         drop_remainder=False))
+  losses: Losses = dataclasses.field(default_factory=Losses)
+  init_checkpoint: Optional[str] = None
+  init_checkpoint_modules: Union[str, List[str]] = 'backbone'
+  annotation_file: Optional[str] = None
+  per_category_metrics: bool = False
+
+
+def recipe_optimization(steps_per_epoch: int,
+                        total_epochs: int,
+                        cosine_start_epoch: int,
+                        base_lr: float = 1e-4,
+                        final_lr: float = 1e-6,
+                        warmup_steps: int = 500
+                        ) -> optimization.OptimizationConfig:
+  """AdamW + clipping + EMA, warm-up, then constant, then cosine decay."""
+  cosine_start = cosine_start_epoch * steps_per_epoch
+  total = total_epochs * steps_per_epoch
+  return optimization.OptimizationConfig({
+      'optimizer': {
+          'type': 'adamw',
+          'adamw': {
+              'weight_decay_rate': 0.05,
+              'gradient_clip_norm': 1.0,
+              'beta_1': 0.9,
+              'beta_2': 0.999,
+              'epsilon': 1e-8,
+          }
+      },
+      'ema': {
+          'average_decay': 0.9998,
+          'dynamic_decay': True,
+      },
+      'learning_rate': {
+          'type': 'step_cosine_with_offset',
+          'step_cosine_with_offset': {
+              # Constant base_lr until cosine_start, then a cosine to final_lr
+              # at the last step.
+              'boundaries': [0, cosine_start, total],
+              'values': [base_lr, base_lr, final_lr],
+          }
+      },
+      'warmup': {
+          'type': 'linear',
+          'linear': {
+              'warmup_steps': warmup_steps,
+              'warmup_learning_rate': base_lr * 1e-3,
+          }
+      }
+  })
+
+
+def _coco_experiment(model: UniPercepNet,
+                     epochs: int = 36,
+                     cosine_start_epoch: int = 20,
+                     stage2_epoch: int = 12,
+                     train_batch_size: int = 16,
+                     eval_batch_size: int = 8) -> cfg.ExperimentConfig:
+  steps_per_epoch = COCO_TRAIN_EXAMPLES // train_batch_size
+  return cfg.ExperimentConfig(
+      runtime=cfg.RuntimeConfig(mixed_precision_dtype='float32'),
+      task=UniPercepNetTask(
+          annotation_file=os.path.join(COCO_INPUT_PATH_BASE,
+                                       'instances_val2017.json'),
+          model=model,
+          train_data=DataConfig(
+              input_path=os.path.join(COCO_INPUT_PATH_BASE, 'train*'),
+              is_training=True,
+              global_batch_size=train_batch_size,
+              parser=Parser(stage2_epoch=stage2_epoch)),
+          validation_data=DataConfig(
+              input_path=os.path.join(COCO_INPUT_PATH_BASE, 'val*'),
+              is_training=False,
+              global_batch_size=eval_batch_size,
+              drop_remainder=False)),
+      trainer=cfg.TrainerConfig(
+          train_steps=epochs * steps_per_epoch,
+          validation_steps=-(-COCO_VAL_EXAMPLES // eval_batch_size),
+          validation_interval=steps_per_epoch,
+          steps_per_loop=500,
+          summary_interval=500,
+          checkpoint_interval=steps_per_epoch,
+          optimizer_config=recipe_optimization(
+              steps_per_epoch, epochs, cosine_start_epoch)),
+      restrictions=[
+          'task.train_data.is_training != None',
+          'task.validation_data.is_training != None',
+      ])
+
+
+@exp_factory.register_config_factory('unipercepnet_coco')
+def unipercepnet_coco() -> cfg.ExperimentConfig:
+  """RegNetX-4.0GF + channel attention + SAM, COCO, 3x (36 epochs)."""
+  return _coco_experiment(UniPercepNet())
+
+
+@exp_factory.register_config_factory('unipercepnet_r50_coco')
+def unipercepnet_r50_coco() -> cfg.ExperimentConfig:
+  """ResNet-50 + channel attention + SAM, COCO, 3x (36 epochs)."""
+  model = UniPercepNet(
+      backbone=backbones.Backbone(
+          type='ca_resnet',
+          ca_resnet=backbones.CAResNet(model_id=50, channel_attention=True)))
+  return _coco_experiment(model)

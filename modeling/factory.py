@@ -1,0 +1,92 @@
+"""Builds a UniPercepNetModel from its config."""
+
+from typing import Optional
+
+import tf_keras
+
+from official.vision.modeling.backbones import factory as backbone_factory
+from official.vision.modeling.decoders import factory as decoder_factory
+from official.vision.modeling.layers import roi_aligner
+from official_ext.vision.modeling import backbones  # pylint: disable=unused-import
+from official_ext.vision.modeling import decoders  # pylint: disable=unused-import
+from official_ext.vision.modeling.layers import detection_generator
+from configs import unipercepnet as cfg
+from modeling import unipercepnet_model
+from modeling.heads import mask_head as mask_head_lib
+from modeling.heads import tood_head
+
+
+def build_unipercepnet(
+    input_specs: tf_keras.layers.InputSpec,
+    model_config: cfg.UniPercepNet,
+    l2_regularizer: Optional[tf_keras.regularizers.Regularizer] = None,
+) -> unipercepnet_model.UniPercepNetModel:
+  """Builds the model; its variables exist once it is called or traced."""
+  norm = model_config.norm_activation
+  level = str(model_config.level)
+  backbone = backbone_factory.build_backbone(
+      input_specs=input_specs,
+      backbone_config=model_config.backbone,
+      norm_activation_config=norm,
+      l2_regularizer=l2_regularizer)
+  if level not in backbone.output_specs:
+    raise ValueError(f'model.level={level} is not a backbone output; it has '
+                     f'{sorted(backbone.output_specs)}.')
+  decoder = decoder_factory.build_decoder(
+      input_specs=backbone.output_specs,
+      model_config=model_config,
+      l2_regularizer=l2_regularizer)
+
+  head_cfg = model_config.head
+  anchor = model_config.anchor
+  head = tood_head.TOODHead(
+      num_classes=model_config.num_classes,
+      stride=2**model_config.level,
+      anchor_size=anchor.anchor_size,
+      anchor_scales=anchor.scales,
+      aspect_ratios=anchor.aspect_ratios,
+      num_stacked_convs=head_cfg.num_stacked_convs,
+      num_filters=head_cfg.num_filters,
+      attention_channels=head_cfg.attention_channels,
+      branch_channels=head_cfg.branch_channels,
+      ctr_clamp=head_cfg.ctr_clamp,
+      deformable_sampling=head_cfg.deformable_sampling,
+      prior_prob=head_cfg.prior_prob,
+      use_sync_bn=norm.use_sync_bn,
+      norm_momentum=norm.norm_momentum,
+      norm_epsilon=norm.norm_epsilon,
+      kernel_regularizer=l2_regularizer,
+      name='tood_head')
+
+  gen = model_config.detection_generator
+  generator = detection_generator.DecodedBoxDetectionGenerator(
+      pre_nms_top_k=gen.pre_nms_top_k,
+      pre_nms_score_threshold=gen.pre_nms_score_threshold,
+      nms_iou_threshold=gen.nms_iou_threshold,
+      max_num_detections=gen.max_num_detections,
+      name='detection_generator')
+
+  mask_head, aligner = None, None
+  if model_config.include_mask:
+    mask_cfg = model_config.mask_head
+    mask_head = mask_head_lib.AttentionMaskHead(
+        num_classes=model_config.num_classes,
+        num_convs=mask_cfg.num_convs,
+        num_filters=mask_cfg.num_filters,
+        upsample_factor=mask_cfg.upsample_factor,
+        spatial_attention=mask_cfg.spatial_attention,
+        attention_kernel_size=mask_cfg.attention_kernel_size,
+        kernel_regularizer=l2_regularizer,
+        name='mask_head')
+    aligner = roi_aligner.MultilevelROIAligner(
+        crop_size=model_config.mask_roi_aligner.crop_size,
+        sample_offset=model_config.mask_roi_aligner.sample_offset)
+
+  return unipercepnet_model.UniPercepNetModel(
+      backbone=backbone,
+      decoder=decoder,
+      head=head,
+      detection_generator=generator,
+      mask_head=mask_head,
+      mask_roi_aligner=aligner,
+      level=level)

@@ -1,0 +1,148 @@
+"""UniPercepNet-S: one-level detector and instance segmenter.
+
+  images -> backbone -> {level: C} -> decoder (DilatedEncoder) -> P (512 ch)
+  P -> TOOD head -> per-anchor class scores and boxes
+  training:  the raw head outputs, plus mask logits for the RoIs given
+  inference: top-k + class-wise NMS -> boxes -> RoIAlign on P -> mask head
+"""
+
+from typing import Any, Dict, Mapping, Optional
+
+import tensorflow as tf
+import tf_keras
+
+from official.vision.ops import box_ops
+
+
+@tf_keras.utils.register_keras_serializable(package='Vision')
+class UniPercepNetModel(tf_keras.Model):
+  """Backbone, decoder, TOOD head, detection generator and mask head."""
+
+  def __init__(self,
+               backbone: tf_keras.Model,
+               decoder: Optional[tf_keras.Model],
+               head: tf_keras.layers.Layer,
+               detection_generator: tf_keras.layers.Layer,
+               mask_head: Optional[tf_keras.layers.Layer] = None,
+               mask_roi_aligner: Optional[tf_keras.layers.Layer] = None,
+               level: str = '5',
+               **kwargs):
+    super().__init__(**kwargs)
+    if (mask_head is None) != (mask_roi_aligner is None):
+      raise ValueError('mask_head and mask_roi_aligner go together.')
+    self._config_dict = {
+        'backbone': backbone,
+        'decoder': decoder,
+        'head': head,
+        'detection_generator': detection_generator,
+        'mask_head': mask_head,
+        'mask_roi_aligner': mask_roi_aligner,
+        'level': str(level),
+    }
+    self.backbone = backbone
+    self.decoder = decoder
+    self.head = head
+    self.detection_generator = detection_generator
+    self.mask_head = mask_head
+    self.mask_roi_aligner = mask_roi_aligner
+
+  @property
+  def include_mask(self) -> bool:
+    return self.mask_head is not None
+
+  @property
+  def feature_shape(self) -> tf.TensorShape:
+    """Shape of the map `features` returns (batch dimension first)."""
+    source = self.decoder if self.decoder is not None else self.backbone
+    return source.output_specs[self._config_dict['level']]
+
+  def features(self, images: tf.Tensor, training=None) -> tf.Tensor:
+    """The single feature map the head and mask branch read."""
+    level = self._config_dict['level']
+    features = self.backbone(images, training=training)
+    if self.decoder is not None:
+      features = self.decoder({level: features[level]}, training=training)
+    return features[level]
+
+  def mask_logits(self, features: tf.Tensor, roi_boxes: tf.Tensor,
+                  roi_classes: tf.Tensor, training=None) -> tf.Tensor:
+    """`[B, R, M, M]` logits of each RoI's (1-based) class."""
+    level = self._config_dict['level']
+    roi_features = self.mask_roi_aligner({level: features},
+                                         tf.cast(roi_boxes, tf.float32),
+                                         training=training)
+    return self.mask_head(tf.cast(roi_features, features.dtype), roi_classes)
+
+  def call(self,
+           images: tf.Tensor,
+           image_shape: Optional[tf.Tensor] = None,
+           roi_boxes: Optional[tf.Tensor] = None,
+           roi_classes: Optional[tf.Tensor] = None,
+           training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    """Runs the model.
+
+    Args:
+      images: `[B, H, W, 3]` normalised images, H and W multiples of 32.
+      image_shape: `[B, 2]` height and width of the valid (unpadded) image in
+        each padded input; boxes are clipped to it. Defaults to `[H, W]`.
+      roi_boxes: training only, `[B, R, 4]` RoIs (yxyx, pixels) for the mask
+        branch.
+      roi_classes: training only, `[B, R]` 1-based class of each RoI.
+      training: Keras training flag.
+
+    Returns:
+      training: the head's outputs (see `TOODHead.call`), plus `mask_logits`
+        `[B, R, M, M]` when RoIs are given.
+      inference: `detection_boxes` `[B, D, 4]` (yxyx, pixels),
+        `detection_scores` `[B, D]`, `detection_classes` `[B, D]` int32
+        (1-based, 0 for padding), `num_detections` `[B]`, and with masks
+        `detection_masks` `[B, D, M, M]` probabilities; plus the dense
+        `cls_scores` and `box_preds`.
+    """
+    features = self.features(images, training=training)
+    outputs = self.head(features, training=training)
+    if training:
+      if roi_boxes is not None:
+        if not self.include_mask:
+          raise ValueError('roi_boxes given to a model without a mask head.')
+        outputs['mask_logits'] = self.mask_logits(features, roi_boxes,
+                                                  roi_classes,
+                                                  training=training)
+      return outputs
+
+    if image_shape is None:
+      image_shape = tf.shape(images)[1:3]
+    image_shape = tf.cast(image_shape, tf.float32)
+    if image_shape.shape.rank == 2:
+      image_shape = image_shape[:, None, :]
+    boxes = box_ops.clip_boxes(outputs['box_preds'], image_shape)
+    detections = self.detection_generator(boxes, outputs['cls_scores'])
+    num_slots = tf.shape(detections['detection_classes'])[1]
+    valid = (tf.range(num_slots)[None, :] <
+             detections['num_detections'][:, None])
+    detections['detection_classes'] = tf.where(
+        valid, detections['detection_classes'] + 1, 0)
+    if self.include_mask:
+      logits = self.mask_logits(features, detections['detection_boxes'],
+                                detections['detection_classes'],
+                                training=False)
+      detections['detection_masks'] = tf.sigmoid(logits)
+    detections['cls_scores'] = outputs['cls_scores']
+    detections['box_preds'] = boxes
+    return detections
+
+  @property
+  def checkpoint_items(self) -> Mapping[str, tf.Module]:
+    items = dict(backbone=self.backbone, head=self.head)
+    if self.decoder is not None:
+      items['decoder'] = self.decoder
+    if self.mask_head is not None:
+      items['mask_head'] = self.mask_head
+    return items
+
+  def get_config(self) -> Mapping[str, Any]:
+    return self._config_dict
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    return cls(**config)

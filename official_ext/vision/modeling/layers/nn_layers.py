@@ -1,0 +1,118 @@
+"""Attention layers missing from `official.vision.modeling.layers.nn_layers`.
+
+Both follow CBAM (Woo et al., 2018):
+
+* `ChannelAttention`: `x * sigmoid(mlp(avgpool(x)) + mlp(maxpool(x)))`, one
+  MLP (1x1 conv C -> C/r with bias, ReLU, 1x1 conv C/r -> C with bias) shared
+  by the two pooled vectors.
+* `SpatialAttention`: `x * sigmoid(conv_kxk([mean_c(x), max_c(x)]))`, one conv
+  2 -> 1 with bias.
+"""
+
+from typing import Any, Mapping, Optional
+
+import tensorflow as tf
+import tf_keras
+
+
+@tf_keras.utils.register_keras_serializable(package='Vision')
+class ChannelAttention(tf_keras.layers.Layer):
+  """CBAM channel attention with a shared two-layer MLP."""
+
+  def __init__(self,
+               reduction_ratio: int = 16,
+               kernel_initializer: str = 'VarianceScaling',
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               bias_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               **kwargs):
+    super().__init__(**kwargs)
+    if reduction_ratio < 1:
+      raise ValueError(f'reduction_ratio must be >= 1, got {reduction_ratio}.')
+    self._reduction_ratio = reduction_ratio
+    self._kernel_initializer = kernel_initializer
+    self._kernel_regularizer = kernel_regularizer
+    self._bias_regularizer = bias_regularizer
+
+  def build(self, input_shape):
+    channels = int(input_shape[-1])
+    hidden = max(1, channels // self._reduction_ratio)
+    common = dict(
+        kernel_size=1,
+        use_bias=True,
+        kernel_initializer=self._kernel_initializer,
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer)
+    self._squeeze = tf_keras.layers.Conv2D(
+        hidden, activation='relu', name='squeeze', **common)
+    self._excite = tf_keras.layers.Conv2D(channels, name='excite', **common)
+    pooled_shape = tf.TensorShape([input_shape[0], 1, 1, channels])
+    self._squeeze.build(pooled_shape)
+    self._excite.build(pooled_shape[:-1].concatenate([hidden]))
+    super().build(input_shape)
+
+  def call(self, inputs):
+    avg = tf.reduce_mean(inputs, axis=[1, 2], keepdims=True)
+    mx = tf.reduce_max(inputs, axis=[1, 2], keepdims=True)
+    attention = tf.sigmoid(
+        self._excite(self._squeeze(avg)) + self._excite(self._squeeze(mx)))
+    return inputs * tf.cast(attention, inputs.dtype)
+
+  def get_config(self) -> Mapping[str, Any]:
+    config = {
+        'reduction_ratio': self._reduction_ratio,
+        'kernel_initializer': self._kernel_initializer,
+        'kernel_regularizer': self._kernel_regularizer,
+        'bias_regularizer': self._bias_regularizer,
+    }
+    return dict(list(super().get_config().items()) + list(config.items()))
+
+
+@tf_keras.utils.register_keras_serializable(package='Vision')
+class SpatialAttention(tf_keras.layers.Layer):
+  """CBAM spatial attention: a kxk conv over channel-wise mean and max."""
+
+  def __init__(self,
+               kernel_size: int = 7,
+               kernel_initializer: str = 'VarianceScaling',
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               bias_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               **kwargs):
+    super().__init__(**kwargs)
+    self._kernel_size = kernel_size
+    self._kernel_initializer = kernel_initializer
+    self._kernel_regularizer = kernel_regularizer
+    self._bias_regularizer = bias_regularizer
+
+  def build(self, input_shape):
+    self._conv = tf_keras.layers.Conv2D(
+        1,
+        self._kernel_size,
+        padding='same',
+        use_bias=True,
+        kernel_initializer=self._kernel_initializer,
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer,
+        name='conv')
+    self._conv.build(tf.TensorShape(input_shape)[:-1].concatenate([2]))
+    super().build(input_shape)
+
+  def call(self, inputs):
+    pooled = tf.concat([
+        tf.reduce_mean(inputs, axis=-1, keepdims=True),
+        tf.reduce_max(inputs, axis=-1, keepdims=True)
+    ], axis=-1)
+    attention = tf.sigmoid(self._conv(pooled))
+    return inputs * tf.cast(attention, inputs.dtype)
+
+  def get_config(self) -> Mapping[str, Any]:
+    config = {
+        'kernel_size': self._kernel_size,
+        'kernel_initializer': self._kernel_initializer,
+        'kernel_regularizer': self._kernel_regularizer,
+        'bias_regularizer': self._bias_regularizer,
+    }
+    return dict(list(super().get_config().items()) + list(config.items()))
