@@ -91,8 +91,8 @@ def count_macs(fn: Callable[..., object], *specs: tf.TensorSpec) -> int:
   return profile.total_float_ops // 2
 
 
-def model_stats(params, input_size=None, num_rois: int = 100) -> dict:
-  """Parameter counts and GMACs; see the module docstring."""
+def build_model(params, input_size=None):
+  """The experiment's model, built, at `input_size` (height, width) if given."""
   model_cfg = params.task.model
   if input_size:
     height, width = (int(v) for v in input_size)
@@ -100,9 +100,21 @@ def model_stats(params, input_size=None, num_rois: int = 100) -> dict:
       raise ValueError(f'--input_size must be multiples of 32, got '
                        f'{height},{width}.')
     model_cfg.override({'input_size': [height, width, 3]}, is_strict=True)
+  return task_factory.get_task(params.task).build_model()
+
+
+def param_counts(model: tf.Module) -> dict:
+  return {
+      'trainable_params': int(sum(v.shape.num_elements()
+                                  for v in model.trainable_variables)),
+      'total_params': int(sum(v.shape.num_elements()
+                              for v in model.variables)),
+  }
+
+
+def mac_counts(model, model_cfg, num_rois: int = 100) -> dict:
+  """GMACs of the dense part, per mask RoI, and in all with `num_rois`."""
   height, width, channels = model_cfg.input_size
-  task = task_factory.get_task(params.task)
-  model = task.build_model()
 
   def dense(images):
     return model.head(model.features(images, training=False), training=False)
@@ -110,27 +122,28 @@ def model_stats(params, input_size=None, num_rois: int = 100) -> dict:
   image_spec = tf.TensorSpec([1, height, width, channels], tf.float32)
   with inline_grouped_convs(model):
     dense_macs = count_macs(dense, image_spec)
-  stats = {
-      'experiment': _EXPERIMENT.value,
-      'input_size': [height, width],
-      'trainable_params': int(sum(v.shape.num_elements()
-                                  for v in model.trainable_variables)),
-      'total_params': int(sum(v.shape.num_elements()
-                              for v in model.variables)),
-      'dense_gmacs': round(dense_macs / 1e9, 3),
-  }
-  if model.include_mask:
-    crop = model_cfg.mask_roi_aligner.crop_size
-    filters = model.feature_shape[-1]
-    rois = 10
-    roi_spec = tf.TensorSpec([1, rois, crop, crop, filters], tf.float32)
-    class_spec = tf.TensorSpec([1, rois], tf.int32)
-    per_roi = count_macs(model.mask_head, roi_spec, class_spec) / rois
-    stats['mask_gmacs_per_roi'] = round(per_roi / 1e9, 4)
-    stats['num_rois'] = num_rois
-    stats['total_gmacs'] = round((dense_macs + num_rois * per_roi) / 1e9, 3)
-  else:
+  stats = {'dense_gmacs': round(dense_macs / 1e9, 3)}
+  if not model.include_mask:
     stats['total_gmacs'] = stats['dense_gmacs']
+    return stats
+  crop = model_cfg.mask_roi_aligner.crop_size
+  rois = 10
+  roi_spec = tf.TensorSpec([1, rois, crop, crop, model.feature_shape[-1]],
+                           tf.float32)
+  class_spec = tf.TensorSpec([1, rois], tf.int32)
+  per_roi = count_macs(model.mask_head, roi_spec, class_spec) / rois
+  stats['mask_gmacs_per_roi'] = round(per_roi / 1e9, 4)
+  stats['num_rois'] = num_rois
+  stats['total_gmacs'] = round((dense_macs + num_rois * per_roi) / 1e9, 3)
+  return stats
+
+
+def model_stats(params, input_size=None, num_rois: int = 100) -> dict:
+  """Parameter counts and GMACs; see the module docstring."""
+  model = build_model(params, input_size)
+  stats = {'input_size': list(params.task.model.input_size[:2])}
+  stats.update(param_counts(model))
+  stats.update(mac_counts(model, params.task.model, num_rois))
   return stats
 
 
@@ -139,7 +152,9 @@ def main(_):
     raise app.UsageError('--experiment is required.')
   params = load_experiment(_EXPERIMENT.value, _CONFIG_FILE.value,
                            _PARAMS_OVERRIDE.value)
-  print(json.dumps(model_stats(params, _INPUT_SIZE.value, _NUM_ROIS.value)))
+  stats = {'experiment': _EXPERIMENT.value}
+  stats.update(model_stats(params, _INPUT_SIZE.value, _NUM_ROIS.value))
+  print(json.dumps(stats))
 
 
 if __name__ == '__main__':

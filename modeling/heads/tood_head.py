@@ -38,6 +38,30 @@ def single_level_anchors(feature_height: int, feature_width: int, stride: int,
   return tf.reshape(anchors, [-1, 4])
 
 
+def resample_boxes(boxes: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+  """TOOD's deformable sampling of a decoded-box map.
+
+  Args:
+    boxes: `[B, H, W, A, 4]` boxes (yxyx) at each cell and anchor.
+    offsets: `[B, H, W, A, 4, 2]`, per coordinate `(dy, dx)` in cells.
+
+  Returns:
+    `[B, H, W, A, 4]`: each coordinate bilinearly sampled from its own channel
+    of the box map at its own offset; boxes the sampling inverts
+    (ymin > ymax or xmin > xmax) keep their unsampled value.
+  """
+  shape = tf.shape(boxes)
+  height, width = boxes.shape[1], boxes.shape[2]
+  channels = boxes.shape[3] * 4
+  sampled = sampling_ops.deformable_resample(
+      tf.reshape(boxes, [-1, height, width, channels]),
+      tf.reshape(offsets, [-1, height, width, channels, 2]))
+  sampled = tf.reshape(sampled, shape)
+  inverted = ((sampled[..., 0] > sampled[..., 2]) |
+              (sampled[..., 1] > sampled[..., 3]))
+  return tf.where(inverted[..., None], boxes, sampled)
+
+
 @tf_keras.utils.register_keras_serializable(package='Vision')
 class TaskDecomposition(tf_keras.layers.Layer):
   """Layer attention over stacked features, then a 1x1 reduction + BN + ReLU.
@@ -251,13 +275,8 @@ class TOODHead(tf_keras.layers.Layer):
     if c['deformable_sampling']:
       offsets = tf.cast(self._offset_conv2(self._offset_conv1(feat)),
                         tf.float32)
-      offsets = tf.reshape(offsets, [-1, height, width, a * 4, 2])
-      sampled = sampling_ops.deformable_resample(
-          tf.reshape(boxes, [-1, height, width, a * 4]), offsets)
-      sampled = tf.reshape(sampled, [-1, height, width, a, 4])
-      inverted = ((sampled[..., 0] > sampled[..., 2]) |
-                  (sampled[..., 1] > sampled[..., 3]))
-      boxes = tf.where(inverted[..., None], boxes, sampled)
+      boxes = resample_boxes(boxes, tf.reshape(
+          offsets, [-1, height, width, a, 4, 2]))
 
     n = height * width * a
     return {

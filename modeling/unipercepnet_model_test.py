@@ -1,0 +1,136 @@
+"""Tests for the UniPercepNet model: both call modes, shapes, dtypes."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from configs import unipercepnet as cfg
+from modeling import factory
+from official_ext.vision.configs import backbones
+from official_ext.vision.configs import decoders
+
+
+def tiny_config(num_classes=3, include_mask=True) -> cfg.UniPercepNet:
+  return cfg.UniPercepNet(
+      num_classes=num_classes,
+      input_size=[128, 160, 3],
+      include_mask=include_mask,
+      backbone=backbones.Backbone(
+          type='regnet', regnet=backbones.RegNet(
+              model_id='regnetx_200mf', channel_attention=True)),
+      decoder=decoders.Decoder(
+          type='dilated_encoder', dilated_encoder=decoders.DilatedEncoder(
+              num_filters=32, bottleneck_filters=8, dilation_rates=[2, 4])),
+      head=cfg.TOODHead(num_stacked_convs=2, num_filters=16,
+                        attention_channels=4, branch_channels=8),
+      mask_head=cfg.MaskHead(num_convs=2, num_filters=16),
+      detection_generator=cfg.DetectionGenerator(max_num_detections=10))
+
+
+def _build(model_config):
+  specs = tf_keras.layers.InputSpec(shape=[None] + model_config.input_size)
+  return factory.build_unipercepnet(specs, model_config)
+
+
+@pytest.fixture(scope='module')
+def model():
+  return _build(tiny_config())
+
+
+def test_inference_outputs_shapes_dtypes_and_ranges(model):
+  images = tf.random.normal([2, 128, 160, 3], seed=1)
+  image_shape = tf.constant([[128., 160.], [96., 100.]])
+  out = tf.function(lambda x, s: model(x, image_shape=s, training=False))(
+      images, image_shape)
+  expected = {
+      'detection_boxes': ((2, 10, 4), tf.float32),
+      'detection_scores': ((2, 10), tf.float32),
+      'detection_classes': ((2, 10), tf.int32),
+      'num_detections': ((2,), tf.int32),
+      'detection_masks': ((2, 10, 28, 28), tf.float32),
+  }
+  for key, (shape, dtype) in expected.items():
+    assert tuple(out[key].shape) == shape, key
+    assert out[key].dtype == dtype, key
+  num = out['num_detections'].numpy()
+  classes = out['detection_classes'].numpy()
+  scores = out['detection_scores'].numpy()
+  boxes = out['detection_boxes'].numpy()
+  masks = out['detection_masks'].numpy()
+  assert ((masks >= 0) & (masks <= 1)).all()
+  for b, (h, w) in enumerate([(128, 160), (96, 100)]):
+    n = num[b]
+    assert 0 <= n <= 10
+    assert ((classes[b, :n] >= 1) & (classes[b, :n] <= 3)).all()
+    assert (classes[b, n:] == 0).all() and (scores[b, n:] == 0).all()
+    assert (scores[b, :n] > 0.05).all()
+    assert (np.diff(scores[b, :n]) <= 1e-7).all()
+    # Boxes are clipped to each image's own valid size.
+    assert (boxes[b, :n, 0::2] >= 0).all() and (boxes[b, :n, 0::2] <= h).all()
+    assert (boxes[b, :n, 1::2] >= 0).all() and (boxes[b, :n, 1::2] <= w).all()
+  # 4x5 cells x 5 anchors of dense outputs.
+  assert out['cls_scores'].shape == (2, 4 * 5 * 5, 3)
+
+
+def test_low_threshold_fills_every_detection_slot(model):
+  model_config = tiny_config()
+  model_config.detection_generator.pre_nms_score_threshold = 0.
+  model_config.detection_generator.nms_iou_threshold = 1.
+  other = _build(model_config)
+  images = tf.random.normal([1, 128, 160, 3], seed=2)
+  other(images, training=False)
+  other.set_weights(model.get_weights())
+  out = other(images, training=False)
+  assert int(out['num_detections'][0]) == 10
+  assert (out['detection_classes'].numpy() >= 1).all()
+  # The top detection is the best dense (anchor, class) score.
+  np.testing.assert_allclose(float(out['detection_scores'][0, 0]),
+                             float(tf.reduce_max(out['cls_scores'][0])),
+                             rtol=1e-6)
+
+
+def test_training_outputs_and_mask_logits(model):
+  images = tf.random.normal([2, 128, 160, 3], seed=3)
+  roi_boxes = tf.constant([[[0., 0., 64., 64.], [10., 20., 90., 150.]],
+                           [[32., 32., 96., 96.], [0., 0., 128., 160.]]])
+  roi_classes = tf.constant([[1, 3], [2, 2]])
+  out = model(images, roi_boxes=roi_boxes, roi_classes=roi_classes,
+              training=True)
+  n = 4 * 5 * 5
+  assert out['cls_scores'].shape == (2, n, 3)
+  assert out['box_preds'].shape == (2, n, 4)
+  assert out['anchor_boxes'].shape == (n, 4)
+  assert out['mask_logits'].shape == (2, 2, 28, 28)
+  assert 'detection_boxes' not in out
+  # Gradients reach the backbone, head and mask head.
+  with tf.GradientTape() as tape:
+    out = model(images, roi_boxes=roi_boxes, roi_classes=roi_classes,
+                training=True)
+    loss = (tf.reduce_sum(out['cls_scores']) + tf.reduce_sum(out['box_preds'])
+            + tf.reduce_sum(out['mask_logits']))
+  grads = tape.gradient(loss, model.trainable_variables)
+  missing = [v.name for v, g in zip(model.trainable_variables, grads)
+             if g is None]
+  assert not missing, missing
+
+
+def test_model_without_mask_head():
+  model = _build(tiny_config(include_mask=False))
+  out = model(tf.zeros([1, 128, 160, 3]), training=False)
+  assert 'detection_masks' not in out
+  with pytest.raises(ValueError, match='without a mask head'):
+    model(tf.zeros([1, 128, 160, 3]), roi_boxes=tf.zeros([1, 1, 4]),
+          roi_classes=tf.ones([1, 1], tf.int32), training=True)
+
+
+def test_frozen_backbone_statistics_move_only_in_the_neck(model):
+  images = tf.random.normal([1, 128, 160, 3], seed=4)
+  backbone_stats = [v.numpy() for v in model.backbone.non_trainable_variables]
+  decoder_stats = [v.numpy() for v in model.decoder.non_trainable_variables]
+  model(images, training=True)
+  for before, v in zip(backbone_stats, model.backbone.non_trainable_variables):
+    np.testing.assert_array_equal(before, v.numpy())
+  moved = [not np.array_equal(before, v.numpy()) for before, v in
+           zip(decoder_stats, model.decoder.non_trainable_variables)]
+  assert any(moved)
