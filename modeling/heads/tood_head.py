@@ -13,7 +13,7 @@ Data flow (one level, A anchors per cell, K classes):
 """
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras

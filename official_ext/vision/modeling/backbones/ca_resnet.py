@@ -8,7 +8,6 @@ while training gamma and beta. This backbone does both.
 
 from typing import Optional
 
-import tensorflow as tf
 import tf_keras
 
 from official.modeling import hyperparams

@@ -8,10 +8,9 @@ made compatible with the group width. Blocks are X blocks (bottleneck ratio
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
-import tensorflow as tf
 import tf_keras
 
 from official.modeling import hyperparams

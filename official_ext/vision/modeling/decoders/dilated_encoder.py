@@ -6,7 +6,7 @@ each BN + ReLU, plus identity) whose dilations grow to widen the receptive
 field without a feature pyramid.
 """
 
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
