@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh
-export TF_CPP_MIN_LOG_LEVEL=2
+export TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore
 echo "== UniPercepNet-S (RegNetX-4.0GF + channel attention + SAM) at 800x1344 =="
 .venv/bin/python tools/model_stats.py --experiment=unipercepnet_coco --input_size=800,1344 --num_rois=100
 echo

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -148,6 +149,9 @@ def model_stats(params, input_size=None, num_rois: int = 100) -> dict:
 
 
 def main(_):
+  # The profiler's deprecation notices would bury the one JSON line.
+  tf.get_logger().setLevel('ERROR')
+  logging.set_verbosity(logging.ERROR)
   if not _EXPERIMENT.value:
     raise app.UsageError('--experiment is required.')
   params = load_experiment(_EXPERIMENT.value, _CONFIG_FILE.value,
