@@ -78,7 +78,7 @@ def test_boxes_without_offsets_are_decoded_anchors():
                              rtol=1e-5, atol=1e-4)
 
 
-def test_zero_offsets_keep_boxes_and_offsets_move_them():
+def test_zero_offsets_give_the_unsampled_boxes():
   head = _small_head()
   feat = tf.random.normal([1, 3, 3, 16], seed=3)
   head(feat)

@@ -60,17 +60,10 @@ def _iou_gt_major(boxes: tf.Tensor, gt_boxes: tf.Tensor,
   return tf.where(gt_valid[:, :, tf.newaxis], iou, tf.zeros_like(iou))
 
 
-def _to_cxcywh(boxes: tf.Tensor) -> tf.Tensor:
-  """`[..., 4]` yxyx boxes -> `[..., 4]` (cx, cy, w, h)."""
-  ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
-  return tf.stack([(xmin + xmax) / 2., (ymin + ymax) / 2., xmax - xmin,
-                   ymax - ymin], axis=-1)
-
-
 def _l1_distance(boxes: tf.Tensor, gt_boxes: tf.Tensor) -> tf.Tensor:
-  """L1 distance of (cx, cy, w, h): `[B, N, 4]`, `[B, M, 4]` -> `[B, M, N]`."""
-  a = _to_cxcywh(boxes)[:, tf.newaxis, :, :]
-  g = _to_cxcywh(gt_boxes)[:, :, tf.newaxis, :]
+  """L1 distance of (cy, cx, h, w): `[B, N, 4]`, `[B, M, 4]` -> `[B, M, N]`."""
+  a = box_ops.yxyx_to_cycxhw(boxes)[:, tf.newaxis, :, :]
+  g = box_ops.yxyx_to_cycxhw(gt_boxes)[:, :, tf.newaxis, :]
   return tf.reduce_sum(tf.abs(a - g), axis=-1)
 
 
