@@ -129,11 +129,10 @@ def uniform_assign(anchors: tf.Tensor,
 
   For each valid gt, the `num_nearest` anchors and the `num_nearest`
   predicted boxes nearest to it are its candidates; distance is the L1
-  distance between the (cx, cy, w, h) of the box and of the gt. A candidate
-  is dropped when its IoU with that gt is below `pos_ignore_iou`: the IoU of
-  the anchor for an anchor candidate, of the predicted box for a prediction
-  candidate. A dropped candidate is simply not a candidate of that gt (it is
-  not marked ignored by this rule).
+  distance between the (cx, cy, w, h) of the box and of the gt. As in mmdet's
+  `UniformAssigner`, a candidate of either kind is kept only when its *anchor*
+  has an IoU of at least `pos_ignore_iou` with that gt; a dropped candidate is
+  ignored (neither positive nor negative) unless another gt makes it positive.
 
   Conflicts: an anchor that is a kept candidate of several gts, or of the
   same gt both as a nearest anchor and as a nearest prediction, is assigned
@@ -141,7 +140,7 @@ def uniform_assign(anchors: tf.Tensor,
   anchor with at least one kept candidacy is positive.
 
   Anchors that are not positive and whose predicted box has an IoU greater
-  than `neg_ignore_iou` with any valid gt are ignored; the rest are
+  than `neg_ignore_iou` with any valid gt are ignored as well; the rest are
   negatives.
 
   Args:
@@ -152,7 +151,8 @@ def uniform_assign(anchors: tf.Tensor,
     gt_classes: `[B, M]` int class of each gt.
     num_nearest: candidates per gt from anchors and from predictions each
       (capped at N).
-    pos_ignore_iou: candidates with IoU below this are dropped.
+    pos_ignore_iou: candidates whose anchor has an IoU below this with the gt
+      are dropped (and ignored).
     neg_ignore_iou: non-positive anchors whose predicted box has an IoU above
       this with some gt are ignored.
 
@@ -171,25 +171,31 @@ def uniform_assign(anchors: tf.Tensor,
     valid = gt_valid[:, :, tf.newaxis]                          # [B, M, 1]
     inf = tf.constant(float('inf'), dtype)
 
-    def kept_costs(boxes):
-      """[B, M, N] distance of kept candidates, +inf elsewhere."""
+    anchor_iou = _iou_gt_major(anchors, gt_boxes, gt_valid)     # [B, M, N]
+    iou_ok = anchor_iou >= pos_ignore_iou
+
+    def candidate_costs(boxes):
+      """[B, M, N] distance of the nearest candidates, +inf elsewhere."""
       dist = _l1_distance(boxes, gt_boxes)
       dist = tf.where(valid, dist, _LARGE_DISTANCE * tf.ones_like(dist))
-      iou = _iou_gt_major(boxes, gt_boxes, gt_valid)
-      kept = _topk_mask(-dist, k) & valid & (iou >= pos_ignore_iou)
-      return tf.where(kept, dist, inf * tf.ones_like(dist)), iou
+      nearest = _topk_mask(-dist, k) & valid
+      return tf.where(nearest, dist, inf * tf.ones_like(dist))
 
-    anchor_cost, _ = kept_costs(anchors)
-    pred_cost, pred_iou = kept_costs(pred_boxes)
-    cost = tf.minimum(anchor_cost, pred_cost)                   # [B, M, N]
+    candidate = tf.minimum(candidate_costs(anchors),
+                           candidate_costs(pred_boxes))         # [B, M, N]
+    is_candidate = candidate < inf
+    cost = tf.where(iou_ok, candidate, inf * tf.ones_like(candidate))
 
     positive = tf.reduce_min(cost, axis=1) < inf                # [B, N]
     matched_gt = tf.argmin(cost, axis=1, output_type=tf.int32)  # [B, N]
     outputs = _gather_targets(matched_gt, positive, gt_boxes, gt_classes)
 
+    pred_iou = _iou_gt_major(pred_boxes, gt_boxes, gt_valid)
     max_pred_iou = tf.reduce_max(pred_iou, axis=1)              # [B, N]
+    dropped = tf.reduce_any(is_candidate & ~iou_ok, axis=1)     # [B, N]
     outputs['positive'] = positive
-    outputs['ignored'] = (~positive) & (max_pred_iou > neg_ignore_iou)
+    outputs['ignored'] = (~positive) & (dropped |
+                                        (max_pred_iou > neg_ignore_iou))
     return outputs
 
 

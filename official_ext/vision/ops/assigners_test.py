@@ -34,70 +34,72 @@ class UniformAssignTest(tf.test.TestCase):
     self.assertFalse(np.any(out['positive'] & out['ignored']))
     return out
 
-  def test_nearest_anchor_and_nearest_prediction(self):
+  def test_prediction_candidate_needs_its_anchor_to_overlap(self):
     anchors = _row_anchors()
     # Every prediction is its anchor shifted right by 30: prediction 1
     # (cx 78) is the nearest prediction to the gt (cx 82), anchor 2 (cx 80)
-    # the nearest anchor.
+    # the nearest anchor. Anchor 1 (x 32..64) does not overlap the gt, so
+    # the candidacy of prediction 1 is dropped and anchor 1 ignored, although
+    # the predicted box itself overlaps the gt (IoU 0.78).
     preds = anchors + np.array([0., 30., 0., 30.], np.float32)
     gt = [[0., 66., 32., 98.]]
     out = self._assign(anchors, *_batch(preds, gt, [True], [3]),
                        num_nearest=1)
-    self.assertAllEqual(out['positive'][0], [0, 1, 1, 0, 0, 0])
-    self.assertAllEqual(out['matched_gt'][0], [-1, 0, 0, -1, -1, -1])
-    self.assertAllEqual(out['labels'][0], [-1, 3, 3, -1, -1, -1])
-    # Prediction 1 has IoU 28*32 / (2*1024 - 28*32) = 0.78 > 0.7 with the gt
-    # but is positive, hence not ignored.
-    self.assertAllEqual(out['ignored'][0], [0] * 6)
+    self.assertAllEqual(out['positive'][0], [0, 0, 1, 0, 0, 0])
+    self.assertAllEqual(out['ignored'][0], [0, 1, 0, 0, 0, 0])
+    self.assertAllEqual(out['matched_gt'][0], [-1, -1, 0, -1, -1, -1])
+    self.assertAllEqual(out['labels'][0], [-1, -1, 3, -1, -1, -1])
     expected_boxes = np.zeros((6, 4), np.float32)
-    expected_boxes[1:3] = gt[0]
+    expected_boxes[2] = gt[0]
     self.assertAllEqual(out['box_targets'][0], expected_boxes)
 
-  def test_ignores_high_iou_predictions_that_are_not_positive(self):
+  def test_prediction_candidate_and_high_iou_ignore(self):
     anchors = _row_anchors()
+    # The gt (cx 96) straddles anchors 2 and 3 (anchor IoU 1/3 each).
+    gt = [[0., 80., 32., 112.]]
     preds = anchors.copy()
-    preds[1] = [0., 64., 32., 96.]    # cx 80: distance 2, nearest prediction.
-    preds[2] = [0., 160., 32., 192.]  # Moved away.
-    preds[4] = [0., 70., 32., 102.]   # cx 86: distance 4, IoU 0.78.
-    gt = [[0., 66., 32., 98.]]
+    preds[3] = [0., 82., 32., 114.]   # cx 98: the nearest prediction.
+    preds[4] = [0., 84., 32., 116.]   # cx 100: IoU 0.78, not a candidate.
     out = self._assign(anchors, *_batch(preds, gt, [True], [1]),
                        num_nearest=1)
-    self.assertAllEqual(out['positive'][0], [0, 1, 1, 0, 0, 0])
+    # Anchor 2 is the nearest anchor (tied with 3: lower index), anchor 3
+    # comes in through its prediction; its prediction's IoU 0.88 > 0.7 does
+    # not make a positive ignored. Anchor 4 is not positive and its
+    # prediction overlaps the gt by more than 0.7: ignored.
+    self.assertAllEqual(out['positive'][0], [0, 0, 1, 1, 0, 0])
     self.assertAllEqual(out['ignored'][0], [0, 0, 0, 0, 1, 0])
-    self.assertAllEqual(out['matched_gt'][0], [-1, 0, 0, -1, -1, -1])
-    self.assertAllEqual(out['labels'][0], [-1, 1, 1, -1, -1, -1])
+    self.assertAllEqual(out['matched_gt'][0], [-1, -1, 0, 0, -1, -1])
+    self.assertAllEqual(out['labels'][0], [-1, -1, 1, 1, -1, -1])
     self.assertAllEqual(out['box_targets'][0, 4], [0., 0., 0., 0.])
 
-    # With two nearest predictions, prediction 4 becomes positive instead.
-    out = self._assign(anchors, *_batch(preds, gt, [True], [1]),
-                       num_nearest=2)
-    # Nearest anchors: 2 (distance 2) and 3 (distance 30; IoU 64 / 1984 <
-    # 0.15, dropped).
-    self.assertAllEqual(out['positive'][0], [0, 1, 1, 0, 1, 0])
-    self.assertAllEqual(out['ignored'][0], [0] * 6)
-
-  def test_far_gt_gets_no_positive(self):
+  def test_far_gt_candidates_are_ignored(self):
     anchors = _row_anchors()
     gt = [[200., 400., 232., 432.]]
     out = self._assign(anchors, *_batch(anchors, gt, [True], [0]),
                        num_nearest=4)
+    # Its 4 nearest anchors (and predictions) 2..5 have IoU 0: ignored.
     self.assertAllEqual(out['positive'][0], [0] * 6)
-    self.assertAllEqual(out['ignored'][0], [0] * 6)
+    self.assertAllEqual(out['ignored'][0], [0, 0, 1, 1, 1, 1])
     self.assertAllEqual(out['matched_gt'][0], [-1] * 6)
     self.assertAllEqual(out['labels'][0], [-1] * 6)
     self.assertAllEqual(out['box_targets'], np.zeros((1, 6, 4)))
 
-  def test_low_iou_candidate_is_dropped_not_ignored(self):
+  def test_low_iou_candidates_are_ignored(self):
     anchors = _row_anchors()
     preds = anchors.copy()
     preds[3] = [10., 74., 22., 86.]  # 12x12 on the gt centre: IoU 64/144.
     gt = [[12., 76., 20., 84.]]      # 8x8 inside anchor 2: IoU 64/1024.
     out = self._assign(anchors, *_batch(preds, gt, [True], [4]),
                        num_nearest=1)
-    self.assertAllEqual(out['positive'][0], [0, 0, 0, 1, 0, 0])
-    self.assertAllEqual(out['ignored'][0], [0] * 6)
-    self.assertAllEqual(out['matched_gt'][0], [-1, -1, -1, 0, -1, -1])
-    self.assertAllEqual(out['box_targets'][0, 3], gt[0])
+    # Anchor 2's IoU 0.0625 and anchor 3's IoU 0 are below 0.15.
+    self.assertAllEqual(out['positive'][0], [0] * 6)
+    self.assertAllEqual(out['ignored'][0], [0, 0, 1, 1, 0, 0])
+    self.assertAllEqual(out['matched_gt'][0], [-1] * 6)
+
+    out = self._assign(anchors, *_batch(preds, gt, [True], [4]),
+                       num_nearest=1, pos_ignore_iou=0.05)
+    self.assertAllEqual(out['positive'][0], [0, 0, 1, 0, 0, 0])
+    self.assertAllEqual(out['ignored'][0], [0, 0, 0, 1, 0, 0])
 
   def test_shared_candidate_goes_to_nearest_gt(self):
     anchors = _row_anchors()
@@ -123,10 +125,11 @@ class UniformAssignTest(tf.test.TestCase):
            [-1., -1., -1., -1.]]
     out = self._assign(anchors, *_batch(preds, gts, [True, False, False],
                                         [3, 7, -1]), num_nearest=1)
-    self.assertAllEqual(out['positive'][0], [0, 1, 1, 0, 0, 0])
-    self.assertAllEqual(out['ignored'][0], [0] * 6)
-    self.assertAllEqual(out['matched_gt'][0], [-1, 0, 0, -1, -1, -1])
-    self.assertAllEqual(out['labels'][0], [-1, 3, 3, -1, -1, -1])
+    # Prediction 1's anchor does not overlap gt 0: ignored, not positive.
+    self.assertAllEqual(out['positive'][0], [0, 0, 1, 0, 0, 0])
+    self.assertAllEqual(out['ignored'][0], [0, 1, 0, 0, 0, 0])
+    self.assertAllEqual(out['matched_gt'][0], [-1, -1, 0, -1, -1, -1])
+    self.assertAllEqual(out['labels'][0], [-1, -1, 3, -1, -1, -1])
 
   def test_batch_with_different_gts(self):
     anchors = _row_anchors()
