@@ -1,0 +1,147 @@
+"""Training RoIs and 28x28 mask targets for the mask branch.
+
+  head boxes + scores -> top-k by best class score -> NMS -> proposals
+  proposals (+ gt boxes) -> Model Garden ROISampler (IoU match, fg/bg sample)
+  sampled RoIs -> Model Garden MaskSampler -> foreground RoIs, their classes
+      and the gt mask cropped to each RoI at `mask_size`
+
+Ground-truth masks come as Model Garden's Mask R-CNN parser makes them: each
+instance's mask cropped to its box, `[B, M, S, S]`.
+"""
+
+from typing import Dict
+
+import tensorflow as tf
+
+from official.vision.modeling.layers import mask_sampler
+from official.vision.modeling.layers import roi_sampler
+
+
+def select_proposals(boxes: tf.Tensor,
+                     scores: tf.Tensor,
+                     pre_nms_top_k: int,
+                     iou_threshold: float,
+                     num_proposals: int) -> tf.Tensor:
+  """Class-agnostic proposals from dense predictions.
+
+  Args:
+    boxes: `[B, N, 4]` decoded boxes (yxyx, pixels).
+    scores: `[B, N, K]` class scores.
+    pre_nms_top_k: boxes kept by best class score before NMS (capped at N).
+    iou_threshold: NMS IoU threshold.
+    num_proposals: proposals kept after NMS (capped at the top-k).
+
+  Returns:
+    `[B, P, 4]` proposals, best first; slots NMS leaves empty are -1 (which
+    Model Garden's samplers treat as invalid).
+  """
+  boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
+  scores = tf.stop_gradient(tf.reduce_max(tf.cast(scores, tf.float32), -1))
+  k = min(pre_nms_top_k, boxes.shape[1])
+  top_scores, top_indices = tf.math.top_k(scores, k=k, sorted=True)
+  top_boxes = tf.gather(boxes, top_indices, batch_dims=1)
+  num_out = min(num_proposals, k)
+  selected, num_valid = tf.image.non_max_suppression_padded(
+      top_boxes, top_scores, max_output_size=num_out,
+      iou_threshold=iou_threshold, pad_to_max_output_size=True)
+  proposals = tf.gather(top_boxes, selected, batch_dims=1)
+  valid = tf.range(num_out)[tf.newaxis, :] < num_valid[:, tf.newaxis]
+  return tf.where(valid[..., tf.newaxis], proposals, -tf.ones_like(proposals))
+
+
+class MaskTargetSampler(tf.Module):
+  """Proposals -> sampled foreground RoIs with classes and mask targets."""
+
+  def __init__(self,
+               pre_nms_top_k: int = 2000,
+               nms_iou_threshold: float = 0.7,
+               num_proposals: int = 1500,
+               foreground_iou_threshold: float = 0.5,
+               num_sampled_rois: int = 512,
+               foreground_fraction: float = 0.25,
+               mix_gt_boxes: bool = True,
+               num_mask_rois: int = 128,
+               mask_size: int = 28,
+               name: str = 'mask_target_sampler'):
+    """Initialises the sampler.
+
+    Args:
+      pre_nms_top_k: proposals kept by score before NMS.
+      nms_iou_threshold: NMS IoU threshold for proposals.
+      num_proposals: proposals kept after NMS.
+      foreground_iou_threshold: an RoI matched with IoU >= this is foreground;
+        below it, background.
+      num_sampled_rois: RoIs sampled per image.
+      foreground_fraction: largest share of foreground among the sampled RoIs.
+      mix_gt_boxes: add the gt boxes to the proposals.
+      num_mask_rois: foreground RoIs (at most) that get a mask target.
+      mask_size: side of the mask targets.
+      name: module name.
+    """
+    super().__init__(name=name)
+    self._pre_nms_top_k = pre_nms_top_k
+    self._nms_iou_threshold = nms_iou_threshold
+    self._num_proposals = num_proposals
+    self._num_sampled_rois = num_sampled_rois
+    self._mix_gt_boxes = mix_gt_boxes
+    if num_mask_rois > num_sampled_rois:
+      raise ValueError(f'num_mask_rois ({num_mask_rois}) cannot exceed '
+                       f'num_sampled_rois ({num_sampled_rois}).')
+    self._roi_sampler = roi_sampler.ROISampler(
+        mix_gt_boxes=mix_gt_boxes,
+        num_sampled_rois=num_sampled_rois,
+        foreground_fraction=foreground_fraction,
+        foreground_iou_threshold=foreground_iou_threshold,
+        background_iou_high_threshold=foreground_iou_threshold,
+        background_iou_low_threshold=0.)
+    self._mask_sampler = mask_sampler.MaskSampler(
+        mask_target_size=mask_size, num_sampled_masks=num_mask_rois)
+
+  def __call__(self, boxes: tf.Tensor, scores: tf.Tensor,
+               gt_boxes: tf.Tensor, gt_classes: tf.Tensor,
+               gt_masks: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Samples RoIs and builds their mask targets.
+
+    Args:
+      boxes: `[B, N, 4]` predicted boxes.
+      scores: `[B, N, K]` predicted class scores.
+      gt_boxes: `[B, M, 4]`, padded with -1.
+      gt_classes: `[B, M]` 1-based, padded with -1 (or 0).
+      gt_masks: `[B, M, S, S]` gt masks cropped to their boxes.
+
+    Returns:
+      'roi_boxes' `[B, R, 4]`, 'roi_classes' `[B, R]` int32 (1-based, 0 for
+      slots without a foreground RoI), 'mask_targets' `[B, R, m, m]` in
+      [0, 1] and 'mask_weights' `[B, R]` (1 for foreground RoIs), where
+      `R = num_mask_rois`.
+    """
+    gt_boxes = tf.cast(gt_boxes, tf.float32)
+    valid = gt_classes > 0
+    # Padding rows must look invalid (all coordinates < 0) to the sampler.
+    gt_boxes = tf.where(valid[..., tf.newaxis], gt_boxes,
+                        -tf.ones_like(gt_boxes))
+    gt_classes = tf.where(valid, gt_classes, -tf.ones_like(gt_classes))
+    proposals = select_proposals(boxes, scores, self._pre_nms_top_k,
+                                 self._nms_iou_threshold, self._num_proposals)
+    # The sampler draws `num_sampled_rois` from proposals + gts: pad small
+    # maps' proposals with invalid (-1) boxes up to that.
+    shortfall = self._num_sampled_rois - proposals.shape[1]
+    if self._mix_gt_boxes:
+      shortfall -= gt_boxes.shape[1]
+    if shortfall > 0:
+      proposals = tf.pad(proposals, [[0, 0], [0, shortfall], [0, 0]],
+                         constant_values=-1.)
+    rois, roi_gt_boxes, roi_gt_classes, roi_gt_indices = self._roi_sampler(
+        proposals, gt_boxes, gt_classes)
+    fg_rois, fg_classes, targets = self._mask_sampler(
+        rois, roi_gt_boxes, roi_gt_classes, roi_gt_indices,
+        tf.cast(gt_masks, tf.float32))
+    fg_classes = tf.cast(fg_classes, tf.int32)
+    fg = fg_classes > 0
+    return {
+        'roi_boxes': tf.stop_gradient(fg_rois),
+        'roi_classes': tf.where(fg, fg_classes, tf.zeros_like(fg_classes)),
+        'mask_targets': tf.stop_gradient(
+            tf.clip_by_value(targets, 0., 1.)),
+        'mask_weights': tf.cast(fg, tf.float32),
+    }

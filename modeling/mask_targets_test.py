@@ -1,0 +1,72 @@
+"""Tests for modeling.mask_targets."""
+
+import numpy as np
+import tensorflow as tf
+
+from modeling import mask_targets
+
+
+class SelectProposalsTest(tf.test.TestCase):
+
+  def test_top_k_then_nms_then_padding(self):
+    boxes = tf.constant([[[0., 0., 10., 10.],     # score 0.9
+                          [0., 1., 10., 11.],     # IoU 0.82 with box 0: gone
+                          [20., 20., 30., 30.],   # score 0.5
+                          [40., 40., 50., 50.]]])  # score 0.1: not in top 3
+    scores = tf.constant([[[0.1, 0.9], [0.8, 0.2], [0.5, 0.], [0.1, 0.]]])
+    out = mask_targets.select_proposals(boxes, scores, pre_nms_top_k=3,
+                                        iou_threshold=0.7, num_proposals=3)
+    self.assertAllClose(out[0], [[0., 0., 10., 10.], [20., 20., 30., 30.],
+                                 [-1., -1., -1., -1.]])
+
+
+class MaskTargetSamplerTest(tf.test.TestCase):
+
+  def test_targets_for_a_known_box_and_mask(self):
+    gt_boxes = tf.constant([[[8., 8., 40., 40.], [-1., -1., -1., -1.]]])
+    gt_classes = tf.constant([[3, -1]])
+    crop = np.zeros((112, 112), np.float32)
+    crop[:, :56] = 1.  # The left half of the gt box is the object.
+    gt_masks = tf.constant(np.stack([crop, -np.ones_like(crop)])[None])
+    # Proposal 0 covers the right 20 px of the gt box (IoU 0.625: fg);
+    # proposal 1 is far away (background).
+    boxes = tf.constant([[[8., 20., 40., 40.], [60., 60., 90., 90.]]])
+    scores = tf.constant([[[0., 0., 0.9], [0., 0., 0.8]]])
+    sampler = mask_targets.MaskTargetSampler(
+        pre_nms_top_k=10, num_proposals=10, num_sampled_rois=8,
+        num_mask_rois=4, mask_size=28)
+    out = sampler(boxes, scores, gt_boxes, gt_classes, gt_masks)
+    self.assertEqual(out['mask_targets'].shape, (1, 4, 28, 28))
+    weights = out['mask_weights'][0].numpy()
+    rois = out['roi_boxes'][0].numpy()
+    self.assertEqual(weights.sum(), 2.)  # The gt box itself and proposal 0.
+    self.assertAllEqual(out['roi_classes'][0].numpy() * (weights == 0),
+                        np.zeros(4))
+    targets = out['mask_targets'][0].numpy()
+    for i in np.flatnonzero(weights):
+      self.assertEqual(out['roi_classes'][0, i], 3)
+      column_mean = targets[i].mean(axis=0)
+      if np.allclose(rois[i], [8., 8., 40., 40.]):
+        # Columns 0..13 of 28 are object, 14..27 background.
+        self.assertAllClose(column_mean[:13], np.ones(13), atol=1e-3)
+        self.assertAllClose(column_mean[15:], np.zeros(13), atol=1e-3)
+      else:
+        self.assertAllClose(rois[i], [8., 20., 40., 40.])
+        # x in 20..24 (the first 4/20 of the RoI = 5.6 columns) is object.
+        self.assertAllClose(column_mean[:5], np.ones(5), atol=1e-3)
+        self.assertAllClose(column_mean[7:], np.zeros(21), atol=1e-3)
+
+  def test_no_gt_gives_no_foreground(self):
+    sampler = mask_targets.MaskTargetSampler(
+        pre_nms_top_k=10, num_proposals=10, num_sampled_rois=8,
+        num_mask_rois=4)
+    out = sampler(tf.constant([[[0., 0., 10., 10.]]]),
+                  tf.constant([[[0.5]]]),
+                  -tf.ones([1, 2, 4]), -tf.ones([1, 2], tf.int32),
+                  -tf.ones([1, 2, 112, 112]))
+    self.assertAllEqual(out['mask_weights'], np.zeros((1, 4)))
+    self.assertAllEqual(out['roi_classes'], np.zeros((1, 4)))
+
+
+if __name__ == '__main__':
+  tf.test.main()

@@ -1,0 +1,201 @@
+"""Tests for tools/visualize.py: drawing detections, grids and PNG output."""
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from tools import visualize
+
+_BOX = [10, 10, 30, 30]  # ymin, xmin, ymax, xmax.
+_CLASS = 3
+_GREY = 100
+
+
+def _draw_one(image, masks=None, **kwargs):
+  """Draws one class-3 detection with score 0.9 in `_BOX`."""
+  return visualize.draw_detections(
+      image, np.array([_BOX], np.float32), np.array([_CLASS]),
+      np.array([0.9]), masks=masks, **kwargs)
+
+
+def _tinted(value):
+  """The blend of grey `value` with the class colour, per channel."""
+  color = np.array(visualize.class_color(_CLASS), np.float64)
+  return np.round(0.55 * value + 0.45 * color).astype(np.uint8)
+
+
+def test_class_color_is_deterministic_and_distinct():
+  assert visualize.class_color(_CLASS) == visualize.class_color(_CLASS)
+  colors = {visualize.class_color(i) for i in range(1, 21)}
+  assert len(colors) == 20
+  assert (0, 0, 0) not in colors
+
+
+def test_box_outline_on_black_image():
+  image = np.zeros((64, 64, 3), np.uint8)
+  original = image.copy()
+  out = _draw_one(image)
+  color = np.array(visualize.class_color(_CLASS), np.uint8)
+
+  assert out.shape == (64, 64, 3)
+  assert out.dtype == np.uint8
+  assert not np.shares_memory(out, image)
+  np.testing.assert_array_equal(image, original)
+  # The label fills rows 10..23 from the top-left; check the edges below it.
+  np.testing.assert_array_equal(out[27, 10], color)  # Left edge.
+  np.testing.assert_array_equal(out[27, 29], color)  # Right edge.
+  np.testing.assert_array_equal(out[29, 20], color)  # Bottom edge.
+  # Just inside the outline, and everything away from box and label: black.
+  np.testing.assert_array_equal(out[26, 11:29], 0)
+  np.testing.assert_array_equal(out[30:], 0)
+  np.testing.assert_array_equal(out[:10], 0)
+  np.testing.assert_array_equal(out[:, :10], 0)
+  # The label is drawn (text and fill) inside the image at the top-left.
+  assert np.any(out[10:24, 11:29] != 0)
+
+
+def test_box_relative_mask_tints_box_interior_only():
+  image = np.full((64, 64, 3), _GREY, np.uint8)
+  original = image.copy()
+  out = _draw_one(image, masks=np.ones((1, 4, 4), np.float32))
+
+  np.testing.assert_array_equal(image, original)
+  interior = out[25:29, 11:29]  # Below the label, inside the outline.
+  assert np.all(interior != _GREY)
+  np.testing.assert_array_equal(interior, np.broadcast_to(
+      _tinted(_GREY), interior.shape))
+  np.testing.assert_array_equal(out[30:], image[30:])
+  np.testing.assert_array_equal(out[:, :10], image[:, :10])
+  np.testing.assert_array_equal(out[:10], image[:10])
+
+
+def test_box_relative_mask_is_resized_into_the_box():
+  image = np.full((64, 64, 3), _GREY, np.uint8)
+  mask = np.zeros((1, 4, 4), np.float32)
+  mask[0, :, :2] = 1.0  # Left half of the box.
+  out = _draw_one(image, masks=mask)
+
+  np.testing.assert_array_equal(out[26, 11:19], np.broadcast_to(
+      _tinted(_GREY), (8, 3)))
+  np.testing.assert_array_equal(out[26, 21:29], _GREY)
+
+
+def test_zero_mask_leaves_box_interior_unchanged():
+  image = np.full((64, 64, 3), _GREY, np.uint8)
+  out = _draw_one(image, masks=np.zeros((1, 4, 4), np.float32))
+  np.testing.assert_array_equal(out[25:29, 11:29], _GREY)
+
+
+def test_full_image_mask_tints_only_the_mask():
+  image = np.full((64, 64, 3), _GREY, np.uint8)
+  mask = np.zeros((1, 64, 64), np.float32)
+  mask[0, 12:28, 12:28] = 0.9
+  mask[0, 40:50, 40:50] = 0.4  # Below mask_threshold: not drawn.
+  out = _draw_one(image, masks=mask)
+
+  np.testing.assert_array_equal(out[24:28, 12:28], np.broadcast_to(
+      _tinted(_GREY), (4, 16, 3)))
+  np.testing.assert_array_equal(out[24:28, 28], _GREY)  # Inside box, no mask.
+  np.testing.assert_array_equal(out[30:], image[30:])
+  np.testing.assert_array_equal(out[:, :10], image[:, :10])
+
+
+def test_boolean_full_image_mask_same_as_probabilities():
+  image = np.full((64, 64, 3), _GREY, np.uint8)
+  mask = np.zeros((1, 64, 64), bool)
+  mask[0, 12:28, 12:28] = True
+  np.testing.assert_array_equal(
+      _draw_one(image, masks=mask),
+      _draw_one(image, masks=mask.astype(np.float32)))
+
+
+def test_detections_below_score_threshold_are_not_drawn():
+  image = np.zeros((64, 64, 3), np.uint8)
+  boxes = np.array([[40, 5, 60, 25], [40, 35, 60, 55]], np.float32)
+  classes = np.array([1, 2])
+  scores = np.array([0.2, 0.9])
+
+  out = visualize.draw_detections(image, boxes, classes, scores,
+                                   score_threshold=0.3)
+  # The 0.2 detection's box and its label above it are missing.
+  np.testing.assert_array_equal(out[:, :20], 0)
+  np.testing.assert_array_equal(out[40:, :30], 0)
+  np.testing.assert_array_equal(out[59, 45], visualize.class_color(2))
+
+  out = visualize.draw_detections(image, boxes, classes, scores,
+                                  score_threshold=0.1)
+  np.testing.assert_array_equal(out[59, 15], visualize.class_color(1))
+  np.testing.assert_array_equal(out[50, 5], visualize.class_color(1))
+
+
+def test_no_detections_returns_an_equal_copy():
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+  out = visualize.draw_detections(
+      image, np.zeros((0, 4)), np.zeros((0,), np.int32), np.zeros((0,)),
+      masks=np.zeros((0, 28, 28)))
+  np.testing.assert_array_equal(out, image)
+  assert out.dtype == np.uint8
+  assert not np.shares_memory(out, image)
+
+
+def test_scale_draws_at_three_times_the_coordinates():
+  image = np.zeros((64, 64, 3), np.uint8)
+  image[0, 0] = 255
+  out = _draw_one(image, scale=3)
+  color = np.array(visualize.class_color(_CLASS), np.uint8)
+
+  assert out.shape == (192, 192, 3)
+  np.testing.assert_array_equal(out[:3, :3], 255)  # Nearest upscaling.
+  np.testing.assert_array_equal(out[3, 3], 0)
+  # Box [30, 30, 90, 90] with a 3-pixel outline on its inner side.
+  np.testing.assert_array_equal(out[80, 30:33], np.broadcast_to(color, (3, 3)))
+  np.testing.assert_array_equal(out[80, 87:90], np.broadcast_to(color, (3, 3)))
+  np.testing.assert_array_equal(out[87:90, 60], np.broadcast_to(color, (3, 3)))
+  np.testing.assert_array_equal(out[80, 29], 0)
+  np.testing.assert_array_equal(out[80, 33:87], 0)
+  np.testing.assert_array_equal(out[80, 90:], 0)
+  np.testing.assert_array_equal(out[90:], 0)
+
+
+def test_scale_applies_to_masks():
+  image = np.full((64, 64, 3), _GREY, np.uint8)
+  for masks in (np.ones((1, 4, 4)), np.pad(np.ones((1, 20, 20)),
+                                            ((0, 0), (10, 34), (10, 34)))):
+    out = _draw_one(image, masks=masks, scale=3)
+    np.testing.assert_array_equal(out[80:87, 33:87], np.broadcast_to(
+        _tinted(_GREY), (7, 54, 3)))
+    np.testing.assert_array_equal(out[90:], _GREY)
+
+
+def test_make_grid_pads_different_sizes():
+  images = [np.full((10, 20, 3), 10, np.uint8),
+            np.full((30, 15, 3), 20, np.uint8),
+            np.full((5, 5, 3), 30, np.uint8)]
+  grid = visualize.make_grid(images, columns=2, margin=4)
+
+  # Cells of 30 x 20, 2 rows and 2 columns, 4-pixel margins.
+  assert grid.shape == (2 * 30 + 3 * 4, 2 * 20 + 3 * 4, 3)
+  assert grid.dtype == np.uint8
+  np.testing.assert_array_equal(grid[4:14, 4:24], 10)
+  np.testing.assert_array_equal(grid[4:34, 28:43], 20)
+  np.testing.assert_array_equal(grid[38:43, 4:9], 30)
+  expected_sum = (10 * 10 * 20 + 20 * 30 * 15 + 30 * 5 * 5 +
+                  255 * (grid.shape[0] * grid.shape[1] - 200 - 450 - 25)) * 3
+  assert int(grid.astype(np.int64).sum()) == expected_sum
+
+
+def test_make_grid_rejects_empty_input():
+  with pytest.raises(ValueError):
+    visualize.make_grid([], columns=2)
+
+
+def test_save_png_round_trips_and_creates_directories(tmp_path):
+  rng = np.random.default_rng(1)
+  image = rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)
+  path = tmp_path / 'a' / 'b' / 'grid.png'
+  visualize.save_png(str(path), image)
+
+  with Image.open(path) as loaded:
+    assert loaded.format == 'PNG'
+    np.testing.assert_array_equal(np.asarray(loaded), image)
