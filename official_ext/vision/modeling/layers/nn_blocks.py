@@ -68,7 +68,7 @@ class GroupedBottleneckBlock(tf_keras.layers.Layer):
 
   def _conv(self, filters, kernel_size, strides=1, groups=1, name=None):
     c = self._config_dict
-    return tf_keras.layers.Conv2D(
+    return nn_layers.GroupedConv2D(
         filters,
         kernel_size,
         strides=strides,

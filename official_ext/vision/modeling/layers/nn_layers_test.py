@@ -180,5 +180,33 @@ class SpatialAttentionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(new_layer(x), layer(x), atol=0, rtol=0)
 
 
+class GroupedConv2DTest(tf.test.TestCase):
+
+  def test_matches_keras_grouped_conv_and_its_gradient(self):
+    x = tf.constant(np.random.default_rng(4).normal(size=(2, 9, 9, 12)),
+                    tf.float32)
+    kwargs = dict(filters=8, kernel_size=3, strides=2, groups=4,
+                  padding='same', use_bias=False)
+    reference = tf_keras.layers.Conv2D(**kwargs)
+    layer = nn_layers.GroupedConv2D(**kwargs)
+    reference(x)
+    layer(x)
+    self.assertEqual(layer.kernel.shape, (3, 3, 3, 8))
+    self.assertTrue(layer._split_groups)  # No GPU here.
+    layer.kernel.assign(reference.kernel)
+    grads = []
+    for conv in (reference, layer):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = conv(x)
+        loss = tf.reduce_sum(y * y)
+      grads.append((y,) + tuple(tape.gradient(loss, [x, conv.kernel])))
+    for a, b in zip(*grads):
+      self.assertAllClose(a, b, atol=1e-4, rtol=1e-4)
+    # Channel 0 of the output reads only the first group's 3 input channels.
+    y = layer(tf.concat([tf.zeros([2, 9, 9, 3]), x[..., 3:]], -1))
+    self.assertAllClose(y[..., :2], tf.zeros([2, 5, 5, 2]))
+
+
 if __name__ == '__main__':
   tf.test.main()
