@@ -2,15 +2,90 @@
 
   python train.py --experiment=unipercepnet_coco --mode=train_and_eval \
       --model_dir=DIR [--config_file=x.yaml] [--params_override=...]
+
+Modes: train, eval, train_and_eval, continuous_eval (Model Garden's). A run
+in a model_dir that holds checkpoints resumes from the latest one. The last
+evaluation's metrics are printed and written to `model_dir/eval_metrics.json`.
 """
 
-from absl import app
+import json
+import os
 
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from official.common import distribute_utils
 from official.common import flags as tfm_flags
-from official.vision import train
+from official.core import task_factory
+from official.core import train_lib
+from official.core import train_utils
+from official.modeling import performance
+from official.vision.utils import summary_manager
 import registry_imports  # pylint: disable=unused-import
+
+FLAGS = flags.FLAGS
+
+# Metrics printed after an evaluation, in this order.
+_SUMMARY = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
+
+
+def _to_jsonable(logs):
+  out = {}
+  for key, value in (logs or {}).items():
+    value = np.asarray(value)
+    if value.size == 1 and np.issubdtype(value.dtype, np.number):
+      out[key] = float(value)
+  return out
+
+
+def main(_):
+  params = train_utils.parse_configuration(FLAGS)
+  model_dir = FLAGS.model_dir
+  if 'train' in FLAGS.mode:
+    # As Model Garden: eval-only jobs do not write params.yaml.
+    train_utils.serialize_config(params, model_dir)
+  if params.runtime.mixed_precision_dtype:
+    performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
+  strategy = distribute_utils.get_distribution_strategy(
+      distribution_strategy=params.runtime.distribution_strategy,
+      all_reduce_alg=params.runtime.all_reduce_alg,
+      num_gpus=params.runtime.num_gpus,
+      tpu_address=params.runtime.tpu)
+  with strategy.scope():
+    task = task_factory.get_task(params.task, logging_dir=model_dir)
+  _, eval_logs = train_lib.run_experiment(
+      distribution_strategy=strategy,
+      task=task,
+      mode=FLAGS.mode,
+      params=params,
+      model_dir=model_dir,
+      eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(
+          params=params, model_dir=model_dir))
+  _report(eval_logs, model_dir)
+
+
+def _report(eval_logs, model_dir):
+  """Prints the COCO summary and writes all metrics to eval_metrics.json."""
+  metrics = _to_jsonable(eval_logs)
+  if not any(k in metrics for k in _SUMMARY):
+    return
+  path = os.path.join(model_dir, 'eval_metrics.json')
+  with open(path, 'w') as f:
+    json.dump(metrics, f, indent=1, sort_keys=True)
+  lines = ['  box   ' + '  '.join(f'{k} {metrics[k]:.3f}' for k in _SUMMARY
+                                  if k in metrics)]
+  if 'mask_AP' in metrics:
+    lines.append('  mask  ' + '  '.join(
+        f'{k} {metrics["mask_" + k]:.3f}' for k in _SUMMARY
+        if 'mask_' + k in metrics))
+  logging.info('Evaluation:\n%s', '\n'.join(lines))
+  print('Evaluation (COCO AP@[.5:.95] and friends):\n' + '\n'.join(lines) +
+        f'\nAll metrics: {path}', flush=True)
 
 
 if __name__ == '__main__':
   tfm_flags.define_flags()
-  app.run(train.main)
+  flags.mark_flags_as_required(['experiment', 'mode', 'model_dir'])
+  app.run(main)

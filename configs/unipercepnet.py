@@ -133,6 +133,9 @@ class MaskTargets(hyperparams.Config):
   num_sampled_rois: int = 512
   foreground_fraction: float = 0.25
   mix_gt_boxes: bool = True
+  # Foreground RoIs per image that get a mask target (at most
+  # num_sampled_rois * foreground_fraction are foreground).
+  num_mask_rois: int = 128
   mask_size: int = 28
 
 
@@ -183,6 +186,9 @@ class DataConfig(cfg.DataConfig):
   shuffle_buffer_size: int = 1000
   file_type: str = 'tfrecord'
   drop_remainder: bool = True
+  # Number of examples; needed to build a COCO annotation file from the
+  # validation TFRecords when `task.annotation_file` is not given.
+  num_examples: int = -1
 
 
 @dataclasses.dataclass
@@ -196,7 +202,17 @@ class UniPercepNetTask(cfg.TaskConfig):
   losses: Losses = dataclasses.field(default_factory=Losses)
   init_checkpoint: Optional[str] = None
   init_checkpoint_modules: Union[str, List[str]] = 'backbone'
+  # COCO annotation file of the validation set; when None, one is written to
+  # model_dir from the validation TFRecords (needs validation_data.
+  # num_examples).
   annotation_file: Optional[str] = None
+  # The dataset's category id of each contiguous class 1..K, in order. None:
+  # the ids of `annotation_file`'s categories, sorted; without an annotation
+  # file, the identity 1..K.
+  category_ids: Optional[List[int]] = None
+  # Training steps per epoch: the epoch-based switches (assigner and data
+  # pipeline stage) are counted in steps of this size.
+  steps_per_epoch: int = 0
   per_category_metrics: bool = False
 
 
@@ -256,6 +272,7 @@ def _coco_experiment(model: UniPercepNet,
       task=UniPercepNetTask(
           annotation_file=os.path.join(COCO_INPUT_PATH_BASE,
                                        'instances_val2017.json'),
+          steps_per_epoch=steps_per_epoch,
           model=model,
           train_data=DataConfig(
               input_path=os.path.join(COCO_INPUT_PATH_BASE, 'train*'),
@@ -296,3 +313,83 @@ def unipercepnet_r50_coco() -> cfg.ExperimentConfig:
           type='ca_resnet',
           ca_resnet=backbones.CAResNet(model_id=50, channel_attention=True)))
   return _coco_experiment(model)
+
+
+# The built-in synthetic dataset (dataloaders/shapes_dataset.py), written by
+# the demo to data/shapes: 128x128 images, categories 1, 2, 4.
+SHAPES_DATA_DIR = os.path.join('data', 'shapes')
+SHAPES_TRAIN_EXAMPLES = 600
+SHAPES_VAL_EXAMPLES = 100
+
+
+@exp_factory.register_config_factory('unipercepnet_shapes')
+def unipercepnet_shapes() -> cfg.ExperimentConfig:
+  """A small UniPercepNet-S for the shapes set, trained from scratch on CPU.
+
+  RegNetX-200MF with channel attention (BN statistics trained, as there is
+  no pre-training), a narrow DilatedEncoder and head, SAM in a narrow mask
+  head; 256x256 input (the 128x128 images at scale 2, so the stride-32 map
+  is 8x8); anchors 32..256. AdamW at a from-scratch learning rate.
+  """
+  batch_size = 8
+  steps_per_epoch = SHAPES_TRAIN_EXAMPLES // batch_size
+  epochs = 16
+  model = UniPercepNet(
+      num_classes=3,
+      input_size=[256, 256, 3],
+      anchor=Anchor(anchor_size=32., scales=[1., 2., 4., 8.]),
+      backbone=backbones.Backbone(
+          type='regnet',
+          regnet=backbones.RegNet(model_id='regnetx_200mf',
+                                  channel_attention=True, norm_eval=False)),
+      decoder=decoders.Decoder(
+          type='dilated_encoder',
+          dilated_encoder=decoders.DilatedEncoder(
+              num_filters=128, bottleneck_filters=32,
+              dilation_rates=[1, 2, 3, 4])),
+      head=TOODHead(num_stacked_convs=4, num_filters=128,
+                    attention_channels=16, branch_channels=32),
+      mask_head=MaskHead(num_convs=2, num_filters=64))
+  optimization_config = recipe_optimization(
+      steps_per_epoch, epochs, cosine_start_epoch=0, base_lr=2e-3,
+      final_lr=2e-5, warmup_steps=100)
+  optimization_config.ema.average_decay = 0.995
+  train_parser = Parser(mosaic=False, aug_scale_min=0.75, aug_scale_max=1.25,
+                        stage2_epoch=epochs - 3, max_num_instances=16)
+  return cfg.ExperimentConfig(
+      runtime=cfg.RuntimeConfig(mixed_precision_dtype='float32'),
+      task=UniPercepNetTask(
+          model=model,
+          annotation_file=os.path.join(SHAPES_DATA_DIR, 'val.json'),
+          steps_per_epoch=steps_per_epoch,
+          losses=Losses(
+              initial_epochs=4,
+              mask_targets=MaskTargets(pre_nms_top_k=256, num_proposals=128,
+                                       num_sampled_rois=64,
+                                       num_mask_rois=16)),
+          train_data=DataConfig(
+              input_path=os.path.join(SHAPES_DATA_DIR, 'train-*'),
+              is_training=True,
+              global_batch_size=batch_size,
+              shuffle_buffer_size=SHAPES_TRAIN_EXAMPLES,
+              parser=train_parser),
+          validation_data=DataConfig(
+              input_path=os.path.join(SHAPES_DATA_DIR, 'val-*'),
+              is_training=False,
+              global_batch_size=10,
+              num_examples=SHAPES_VAL_EXAMPLES,
+              drop_remainder=False,
+              parser=Parser(max_num_instances=16))),
+      trainer=cfg.TrainerConfig(
+          train_steps=epochs * steps_per_epoch,
+          validation_steps=SHAPES_VAL_EXAMPLES // 10,
+          validation_interval=epochs * steps_per_epoch,
+          steps_per_loop=25,
+          summary_interval=25,
+          checkpoint_interval=steps_per_epoch,
+          max_to_keep=3,
+          optimizer_config=optimization_config),
+      restrictions=[
+          'task.train_data.is_training != None',
+          'task.validation_data.is_training != None',
+      ])

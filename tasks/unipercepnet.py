@@ -1,6 +1,8 @@
 """The UniPercepNet-S Model Garden Task."""
 
-from typing import Optional
+import json
+import os
+from typing import Dict, List, Mapping, Optional
 
 from absl import logging
 import tensorflow as tf
@@ -8,14 +10,14 @@ import tf_keras
 
 from official.core import base_task
 from official.core import task_factory
+from official.vision.evaluation import coco_evaluator
+from official.vision.evaluation import coco_utils
 from configs import unipercepnet as exp_cfg
+from dataloaders import unipercepnet_input
+from losses import unipercepnet_losses
 from modeling import factory
+from modeling import mask_targets
 from modeling import unipercepnet_model
-
-_TRAINING_NOT_READY = (
-    'UniPercepNet training (inputs, assigners, losses, metrics) is not '
-    'implemented yet; this build supports model construction, inference and '
-    'tools/model_stats.py.')
 
 
 def build_and_trace(model: unipercepnet_model.UniPercepNetModel,
@@ -40,7 +42,7 @@ def build_and_trace(model: unipercepnet_model.UniPercepNetModel,
 
 @task_factory.register_task_cls(exp_cfg.UniPercepNetTask)
 class UniPercepNetTask(base_task.Task):
-  """Builds the model, restores init checkpoints; training comes next."""
+  """Model, inputs, losses, train/eval steps and COCO metrics."""
 
   def build_model(self) -> unipercepnet_model.UniPercepNetModel:
     model_cfg = self.task_config.model
@@ -76,15 +78,236 @@ class UniPercepNetTask(base_task.Task):
     status.expect_partial().assert_existing_objects_matched()
     logging.info('Restored %s from %s.', sorted(items), path)
 
-  def build_inputs(self, params, input_context: Optional[
-      tf.distribute.InputContext] = None):
-    raise NotImplementedError(_TRAINING_NOT_READY)
+  # ---------------------------------------------------------------- inputs
 
-  def build_losses(self, labels, model_outputs, aux_losses=None):
-    raise NotImplementedError(_TRAINING_NOT_READY)
+  def _latest_step_in_model_dir(self) -> int:
+    """Step of the latest checkpoint in model_dir (0 without one)."""
+    if not self.logging_dir:
+      return 0
+    latest = tf.train.latest_checkpoint(self.logging_dir)
+    if not latest:
+      return 0
+    try:
+      return int(latest.rsplit('-', 1)[-1])
+    except ValueError:
+      return 0
+
+  def build_inputs(self, params: exp_cfg.DataConfig,
+                   input_context: Optional[
+                       tf.distribute.InputContext] = None) -> tf.data.Dataset:
+    """Batched (images, labels); training switches to stage 2 on schedule.
+
+    The stage-1 pipeline (mosaic, random resize and crop) runs until epoch
+    `parser.stage2_epoch`, the stage-2 pipeline (resize to fit) afterwards.
+    A run resumed from a checkpoint in model_dir picks up at that step.
+    """
+    kwargs = dict(data_config=params,
+                  output_size=self.task_config.model.input_size[:2],
+                  category_ids=self.category_ids,
+                  input_context=input_context)
+    if not params.is_training:
+      return unipercepnet_input.build_dataset(stage=2, **kwargs)
+    stage2_step = params.parser.stage2_epoch * self._steps_per_epoch()
+    remaining = stage2_step - self._latest_step_in_model_dir()
+    stage2 = unipercepnet_input.build_dataset(stage=2, **kwargs)
+    if remaining <= 0:
+      return stage2
+    stage1 = unipercepnet_input.build_dataset(stage=1, **kwargs)
+    logging.info('Input: stage-1 pipeline for %d steps, then stage 2.',
+                 remaining)
+    return stage1.take(remaining).concatenate(stage2)
+
+  def _steps_per_epoch(self) -> int:
+    steps = self.task_config.steps_per_epoch
+    if steps <= 0:
+      raise ValueError('task.steps_per_epoch must be > 0 for training (the '
+                       'epoch-based switches count steps of that size).')
+    return steps
+
+  @property
+  def category_ids(self) -> List[int]:
+    """Dataset category id of each contiguous class 1..K."""
+    if getattr(self, '_category_ids', None) is None:
+      self._category_ids = resolve_category_ids(self.task_config)
+    return self._category_ids
+
+  # ---------------------------------------------------------------- losses
+
+  def _initial_stage(self, step: tf.Tensor) -> tf.Tensor:
+    initial_steps = (self.task_config.losses.initial_epochs *
+                     self._steps_per_epoch())
+    return tf.cast(step, tf.int64) < initial_steps
+
+  def build_losses(self, labels: Mapping[str, tf.Tensor],
+                   model_outputs: Mapping[str, tf.Tensor],
+                   aux_losses=None,
+                   step: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+    """Weighted losses; `step` (the optimizer's) picks the assigner."""
+    params = self.task_config.losses
+    if step is None:
+      step = tf.constant(0, tf.int64)
+    losses = unipercepnet_losses.detection_losses_fn(
+        model_outputs, labels['gt_boxes'], labels['gt_classes'],
+        self._initial_stage(step), params)
+    total = (params.cls_weight * losses['cls_loss'] +
+             params.giou_weight * losses['box_loss'])
+    if 'mask_logits' in model_outputs:
+      losses['mask_loss'] = unipercepnet_losses.mask_loss_fn(
+          model_outputs['mask_logits'], model_outputs['mask_targets'],
+          model_outputs['mask_weights'])
+      total += params.mask_weight * losses['mask_loss']
+    if aux_losses:
+      losses['l2_loss'] = tf.add_n(aux_losses)
+      total += losses['l2_loss']
+    losses['total_loss'] = total
+    return losses
+
+  def build_metrics(self, training: bool = True):
+    names = ['total_loss', 'cls_loss', 'box_loss', 'num_positives']
+    if self.task_config.model.include_mask:
+      names.append('mask_loss')
+    if training:
+      return [tf_keras.metrics.Mean(n, dtype=tf.float32) for n in names]
+    self.coco_metric = self._build_coco_evaluator()
+    return []
+
+  def _build_coco_evaluator(self) -> coco_evaluator.COCOEvaluator:
+    config = self.task_config
+    annotation_file = config.annotation_file
+    if not annotation_file:
+      annotation_file = os.path.join(self.logging_dir or '.',
+                                     'annotation.json')
+      if not tf.io.gfile.exists(annotation_file):
+        if config.validation_data.num_examples <= 0:
+          raise ValueError(
+              'Evaluation needs task.annotation_file, or '
+              'task.validation_data.num_examples > 0 to write one from the '
+              'validation TFRecords.')
+        logging.info('Writing the COCO annotation file %s.', annotation_file)
+        coco_utils.scan_and_generator_annotation_file(
+            config.validation_data.input_path,
+            config.validation_data.file_type,
+            config.validation_data.num_examples,
+            config.model.include_mask, annotation_file,
+            regenerate_source_id=(
+                config.validation_data.decoder.simple_decoder
+                .regenerate_source_id))
+    elif not tf.io.gfile.exists(annotation_file):
+      raise ValueError(f'task.annotation_file {annotation_file!r} does not '
+                       'exist.')
+    return coco_evaluator.COCOEvaluator(
+        annotation_file=annotation_file,
+        include_mask=config.model.include_mask,
+        per_category_metrics=config.per_category_metrics)
+
+  # ----------------------------------------------------------------- steps
+
+  def forward_train(self, model: unipercepnet_model.UniPercepNetModel,
+                    images: tf.Tensor,
+                    labels: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Head outputs, plus mask logits/targets for sampled RoIs."""
+    features = model.features(images, training=True)
+    outputs = dict(model.head(features, training=True))
+    if model.include_mask:
+      targets = self._mask_target_sampler(
+          outputs['box_preds'], outputs['cls_scores'], labels['gt_boxes'],
+          labels['gt_classes'], labels['gt_masks'])
+      outputs['mask_logits'] = model.mask_logits(
+          features, targets['roi_boxes'], targets['roi_classes'],
+          training=True)
+      outputs['mask_targets'] = targets['mask_targets']
+      outputs['mask_weights'] = targets['mask_weights']
+    return outputs
+
+  @property
+  def _mask_target_sampler(self) -> mask_targets.MaskTargetSampler:
+    if getattr(self, '_sampler', None) is None:
+      p = self.task_config.losses.mask_targets
+      self._sampler = mask_targets.MaskTargetSampler(
+          pre_nms_top_k=p.pre_nms_top_k,
+          nms_iou_threshold=p.nms_iou_threshold,
+          num_proposals=p.num_proposals,
+          foreground_iou_threshold=p.foreground_iou_threshold,
+          num_sampled_rois=p.num_sampled_rois,
+          foreground_fraction=p.foreground_fraction,
+          mix_gt_boxes=p.mix_gt_boxes,
+          num_mask_rois=p.num_mask_rois,
+          mask_size=p.mask_size)
+    return self._sampler
 
   def train_step(self, inputs, model, optimizer, metrics=None):
-    raise NotImplementedError(_TRAINING_NOT_READY)
+    images, labels = inputs
+    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    with tf.GradientTape() as tape:
+      outputs = self.forward_train(model, images, labels)
+      outputs = tf.nest.map_structure(lambda x: tf.cast(x, tf.float32),
+                                      outputs)
+      losses = self.build_losses(labels, outputs, aux_losses=model.losses,
+                                 step=optimizer.iterations)
+      # Gradients are summed over replicas: scale the per-replica loss.
+      scaled_loss = losses['total_loss'] / num_replicas
+      if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+        scaled_loss = optimizer.get_scaled_loss(scaled_loss)
+    variables = model.trainable_variables
+    grads = tape.gradient(scaled_loss, variables)
+    if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+      grads = optimizer.get_unscaled_gradients(grads)
+    optimizer.apply_gradients(list(zip(grads, variables)))
+
+    logs = {self.loss: losses['total_loss']}
+    for metric in metrics or []:
+      metric.update_state(losses[metric.name])
+    return logs
 
   def validation_step(self, inputs, model, metrics=None):
-    raise NotImplementedError(_TRAINING_NOT_READY)
+    images, labels = inputs
+    # The valid (unpadded) part of the input: original size x scale.
+    info = labels['image_info']
+    outputs = model(images, image_shape=info[:, 0, :] * info[:, 2, :],
+                    training=False)
+    table = tf.constant([0] + list(self.category_ids), tf.int32)
+    predictions = {
+        'source_id': labels['source_id'],
+        'image_info': labels['image_info'],
+        'num_detections': outputs['num_detections'],
+        'detection_boxes': outputs['detection_boxes'],
+        'detection_scores': outputs['detection_scores'],
+        'detection_classes': tf.gather(table,
+                                       outputs['detection_classes']),
+    }
+    if model.include_mask:
+      predictions['detection_masks'] = outputs['detection_masks']
+    return {self.coco_metric.name: predictions}
+
+  def aggregate_logs(self, state=None, step_outputs=None):
+    if state is None:
+      self.coco_metric.reset_states()
+      state = self.coco_metric
+    self.coco_metric.update_state(None, step_outputs[self.coco_metric.name])
+    return state
+
+  def reduce_aggregated_logs(self, aggregated_logs, global_step=None):
+    return self.coco_metric.result()
+
+
+def resolve_category_ids(config: exp_cfg.UniPercepNetTask) -> List[int]:
+  """Dataset category id of each class 1..K (see `category_ids` config)."""
+  num_classes = config.model.num_classes
+  ids = config.category_ids
+  source = 'task.category_ids'
+  if ids is None and config.annotation_file:
+    if not tf.io.gfile.exists(config.annotation_file):
+      raise ValueError(f'task.annotation_file {config.annotation_file!r} '
+                       'does not exist.')
+    with tf.io.gfile.GFile(config.annotation_file) as f:
+      categories = json.load(f).get('categories', [])
+    ids = sorted(int(c['id']) for c in categories)
+    source = f'the categories of {config.annotation_file}'
+  if ids is None:
+    return list(range(1, num_classes + 1))
+  ids = [int(i) for i in ids]
+  if len(ids) != num_classes or len(set(ids)) != len(ids):
+    raise ValueError(
+        f'{source} gives {len(ids)} category ids ({len(set(ids))} distinct) '
+        f'but task.model.num_classes is {num_classes}.')
+  return ids

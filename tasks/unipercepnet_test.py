@@ -1,6 +1,9 @@
-"""Tests for the Task: registration, build_model, init checkpoints."""
+"""Tests for the Task: registration, model, checkpoints, COCO metrics."""
+
+import json
 
 import numpy as np
+from pycocotools import mask as mask_api
 import pytest
 import tensorflow as tf
 
@@ -120,7 +123,102 @@ def test_initialize_rejects_unknown_modules(tmp_path):
     task_factory.get_task(params.task).initialize(model)
 
 
-def test_training_entry_points_say_they_are_not_ready():
-  task = task_factory.get_task(_tiny_params().task)
-  with pytest.raises(NotImplementedError, match='not implemented yet'):
-    task.build_inputs(task.task_config.train_data)
+def _write_coco(path, categories, annotations, images):
+  with open(path, 'w') as f:
+    json.dump({'images': images, 'annotations': annotations,
+               'categories': [{'id': i, 'name': f'c{i}'}
+                              for i in categories]}, f)
+
+
+def test_category_ids_from_annotation_file_and_errors(tmp_path):
+  params = _tiny_params()
+  path = str(tmp_path / 'val.json')
+  _write_coco(path, [7, 2, 40, 3], [], [])
+  params.task.annotation_file = path
+  assert task_lib.resolve_category_ids(params.task) == [2, 3, 7, 40]
+  params.task.category_ids = [5, 6, 7, 9]
+  assert task_lib.resolve_category_ids(params.task) == [5, 6, 7, 9]
+  params.task.category_ids = [5, 6, 7]
+  with pytest.raises(ValueError, match='num_classes is 4'):
+    task_lib.resolve_category_ids(params.task)
+  params.task.category_ids = None
+  params.task.annotation_file = None
+  assert task_lib.resolve_category_ids(params.task) == [1, 2, 3, 4]
+  params.task.annotation_file = str(tmp_path / 'missing.json')
+  with pytest.raises(ValueError, match='missing.json'):
+    task_lib.resolve_category_ids(params.task)
+
+
+class _PerfectModel:
+  """Stands in for the model: returns given detections (scaled-image frame)."""
+  include_mask = True
+
+  def __init__(self, outputs):
+    self._outputs = outputs
+
+  def __call__(self, images, image_shape=None, training=None):
+    del images, image_shape, training
+    return self._outputs
+
+
+def test_coco_evaluation_of_perfect_predictions_gives_ap_1(tmp_path):
+  # Two 40x60 images with rectangles; the dataset's category ids are 3 and 9
+  # (classes 1 and 2 of the model).
+  rects = {1: [(3, [4, 6, 20, 30]), (9, [22, 30, 38, 58])],
+           2: [(9, [0, 0, 40, 60])]}
+  images, annotations = [], []
+  for image_id, objects in rects.items():
+    images.append({'id': image_id, 'height': 40, 'width': 60,
+                   'file_name': f'{image_id}.png'})
+    for cat, (y0, x0, y1, x1) in objects:
+      mask = np.zeros((40, 60), np.uint8)
+      mask[y0:y1, x0:x1] = 1
+      rle = mask_api.encode(np.asfortranarray(mask))
+      rle['counts'] = rle['counts'].decode('ascii')
+      annotations.append({
+          'id': len(annotations) + 1, 'image_id': image_id,
+          'category_id': cat, 'iscrowd': 0, 'area': float(mask.sum()),
+          'bbox': [x0, y0, x1 - x0, y1 - y0], 'segmentation': rle})
+  path = str(tmp_path / 'val.json')
+  _write_coco(path, [9, 3], annotations, images)
+  params = _tiny_params()
+  params.task.model.num_classes = 2
+  params.task.annotation_file = path
+  task = task_factory.get_task(params.task, logging_dir=str(tmp_path))
+  task.build_metrics(training=False)
+
+  # The model sees the images at scale 2 (image_info row 2).
+  boxes = np.zeros((2, 3, 4), np.float32)
+  classes = np.zeros((2, 3), np.int32)
+  scores = np.zeros((2, 3), np.float32)
+  for i, objects in enumerate(rects.values()):
+    for j, (cat, box) in enumerate(objects):
+      boxes[i, j] = np.array(box) * 2.
+      classes[i, j] = {3: 1, 9: 2}[cat]
+      scores[i, j] = 0.9
+  outputs = {
+      'detection_boxes': tf.constant(boxes),
+      'detection_classes': tf.constant(classes),
+      'detection_scores': tf.constant(scores),
+      'num_detections': tf.constant([2, 1]),
+      'detection_masks': tf.ones([2, 3, 28, 28]),
+  }
+  info = np.array([[40., 60.], [80., 120.], [2., 2.], [0., 0.]], np.float32)
+  labels = {'source_id': tf.constant([1, 2], tf.int64),
+            'image_info': tf.constant(np.stack([info, info]))}
+  logs = task.validation_step((tf.zeros([2, 96, 128, 3]), labels),
+                              _PerfectModel(outputs))
+  state = task.aggregate_logs(None, logs)
+  metrics = task.reduce_aggregated_logs(state)
+  assert len([k for k in metrics if not k.startswith('mask_')]) == 12
+  assert len([k for k in metrics if k.startswith('mask_')]) == 12
+  np.testing.assert_allclose(metrics['AP'], 1.0, atol=1e-6)
+  np.testing.assert_allclose(metrics['mask_AP'], 1.0, atol=1e-6)
+
+  # Classes left contiguous (not mapped back to 3 and 9) would score 0.
+  task.category_ids  # pylint: disable=pointless-statement
+  task._category_ids = [1, 2]  # pylint: disable=protected-access
+  logs = task.validation_step((tf.zeros([2, 96, 128, 3]), labels),
+                              _PerfectModel(outputs))
+  metrics = task.reduce_aggregated_logs(task.aggregate_logs(None, logs))
+  assert metrics['AP'] < 0.5
