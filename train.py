@@ -5,7 +5,8 @@
 
 Modes: train, eval, train_and_eval, continuous_eval (Model Garden's). A run
 in a model_dir that holds checkpoints resumes from the latest one. The last
-evaluation's metrics are printed and written to `model_dir/eval_metrics.json`.
+evaluation's metrics are printed; the Task writes them to
+`model_dir/eval_metrics.json` after every evaluation.
 """
 
 import json
@@ -14,7 +15,6 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 
 from official.common import distribute_utils
 from official.common import flags as tfm_flags
@@ -24,20 +24,12 @@ from official.core import train_utils
 from official.modeling import performance
 from official.vision.utils import summary_manager
 import registry_imports  # pylint: disable=unused-import
+from tasks import unipercepnet as task_lib
 
 FLAGS = flags.FLAGS
 
 # Metrics printed after an evaluation, in this order.
 _SUMMARY = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
-
-
-def _to_jsonable(logs):
-  out = {}
-  for key, value in (logs or {}).items():
-    value = np.asarray(value)
-    if value.size == 1 and np.issubdtype(value.dtype, np.number):
-      out[key] = float(value)
-  return out
 
 
 def main(_):
@@ -55,7 +47,7 @@ def main(_):
       tpu_address=params.runtime.tpu)
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)
-  _, eval_logs = train_lib.run_experiment(
+  train_lib.run_experiment(
       distribution_strategy=strategy,
       task=task,
       mode=FLAGS.mode,
@@ -63,17 +55,17 @@ def main(_):
       model_dir=model_dir,
       eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(
           params=params, model_dir=model_dir))
-  _report(eval_logs, model_dir)
+  if FLAGS.mode != 'train':
+    _report(model_dir)
 
 
-def _report(eval_logs, model_dir):
-  """Prints the COCO summary and writes all metrics to eval_metrics.json."""
-  metrics = _to_jsonable(eval_logs)
-  if not any(k in metrics for k in _SUMMARY):
+def _report(model_dir):
+  """Prints the COCO summary of the last evaluation the Task recorded."""
+  path = os.path.join(model_dir, task_lib.EVAL_METRICS_FILE)
+  if not os.path.exists(path):
     return
-  path = os.path.join(model_dir, 'eval_metrics.json')
-  with open(path, 'w') as f:
-    json.dump(metrics, f, indent=1, sort_keys=True)
+  with open(path) as f:
+    metrics = json.load(f)
   lines = ['  box   ' + '  '.join(f'{k} {metrics[k]:.3f}' for k in _SUMMARY
                                   if k in metrics)]
   if 'mask_AP' in metrics:
@@ -81,8 +73,9 @@ def _report(eval_logs, model_dir):
         f'{k} {metrics["mask_" + k]:.3f}' for k in _SUMMARY
         if 'mask_' + k in metrics))
   logging.info('Evaluation:\n%s', '\n'.join(lines))
-  print('Evaluation (COCO AP@[.5:.95] and friends):\n' + '\n'.join(lines) +
-        f'\nAll metrics: {path}', flush=True)
+  print(f'Evaluation at step {metrics.get("global_step")} (COCO AP is '
+        'AP@[.5:.95]):\n' + '\n'.join(lines) + f'\nAll metrics: {path}',
+        flush=True)
 
 
 if __name__ == '__main__':

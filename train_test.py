@@ -5,10 +5,12 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from official.core import exp_factory
 from official.core import task_factory
 from official.core import train_lib
+from official.modeling import performance
 import registry_imports  # pylint: disable=unused-import
 from dataloaders import shapes_dataset
 
@@ -85,3 +87,25 @@ def test_run_stops_and_resumes_from_its_checkpoint(shapes_dir, tmp_path):
   assert any(not np.array_equal(a, b.numpy())
              for a, b in zip(trained, model.trainable_variables))
   assert 'AP' in eval_logs and 'mask_AP' in eval_logs
+
+
+def test_mixed_precision_policy_is_honoured(shapes_dir):
+  params = _params(shapes_dir)
+  params.runtime.mixed_precision_dtype = 'bfloat16'
+  performance.set_mixed_precision_policy(
+      params.runtime.mixed_precision_dtype)
+  try:
+    task = task_factory.get_task(params.task)
+    model = task.build_model()
+    assert model.backbone.compute_dtype == 'bfloat16'
+    assert model.backbone.variables[0].dtype == tf.float32
+    optimizer = task.create_optimizer(params.trainer.optimizer_config,
+                                      params.runtime)
+    optimizer.shadow_copy(model)
+    batch = next(iter(task.build_inputs(params.task.train_data)))
+    loss = task.train_step(batch, model, optimizer, [])['loss']
+    assert loss.dtype == tf.float32 and np.isfinite(float(loss))
+    outputs = model(batch[0], training=False)
+    assert outputs['detection_boxes'].dtype == tf.float32
+  finally:
+    tf_keras.mixed_precision.set_global_policy('float32')

@@ -318,8 +318,8 @@ def unipercepnet_r50_coco() -> cfg.ExperimentConfig:
 # The built-in synthetic dataset (dataloaders/shapes_dataset.py), written by
 # the demo to data/shapes: 128x128 images, categories 1, 2, 4.
 SHAPES_DATA_DIR = os.path.join('data', 'shapes')
-SHAPES_TRAIN_EXAMPLES = 600
-SHAPES_VAL_EXAMPLES = 100
+SHAPES_TRAIN_EXAMPLES = 1000
+SHAPES_VAL_EXAMPLES = 200
 
 
 @exp_factory.register_config_factory('unipercepnet_shapes')
@@ -333,7 +333,7 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
   """
   batch_size = 8
   steps_per_epoch = SHAPES_TRAIN_EXAMPLES // batch_size
-  epochs = 16
+  epochs = 11
   model = UniPercepNet(
       num_classes=3,
       input_size=[256, 256, 3],
@@ -355,7 +355,7 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
       final_lr=2e-5, warmup_steps=100)
   optimization_config.ema.average_decay = 0.995
   train_parser = Parser(mosaic=False, aug_scale_min=0.75, aug_scale_max=1.25,
-                        stage2_epoch=epochs - 3, max_num_instances=16)
+                        stage2_epoch=epochs - 2, max_num_instances=16)
   return cfg.ExperimentConfig(
       runtime=cfg.RuntimeConfig(mixed_precision_dtype='float32'),
       task=UniPercepNetTask(
@@ -363,7 +363,7 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
           annotation_file=os.path.join(SHAPES_DATA_DIR, 'val.json'),
           steps_per_epoch=steps_per_epoch,
           losses=Losses(
-              initial_epochs=4,
+              initial_epochs=3,
               mask_targets=MaskTargets(pre_nms_top_k=256, num_proposals=128,
                                        num_sampled_rois=64,
                                        num_mask_rois=16)),

@@ -1,7 +1,7 @@
 r"""Generates a small synthetic instance-segmentation dataset ("shapes").
 
   python dataloaders/shapes_dataset.py --output_dir=/tmp/shapes \
-      [--num_train=600] [--num_val=100] [--image_size=128] [--seed=0]
+      [--num_train=1000] [--num_val=200] [--image_size=128] [--seed=0]
 
 Each image is an RGB uint8 PNG with a noisy, low-frequency colour-gradient
 background and 0-5 flat-coloured shapes. The output is deterministic: the same
@@ -14,8 +14,11 @@ id mapping in the input pipeline and the evaluator:
 
 Per image, shapes are drawn in order, so later shapes occlude earlier ones:
 each instance's annotated mask is its drawn mask minus the union of the masks
-drawn after it. Instances with fewer than `MIN_VISIBLE_AREA` visible pixels
-are dropped (their pixels stay in the image but are not annotated).
+drawn after it. A shape that would hide more than `MAX_OCCLUSION` of an
+earlier shape is not drawn at all, so every annotated object keeps most of
+itself visible. Instances with fewer than `MIN_VISIBLE_AREA` visible pixels
+(shapes mostly outside the image) are dropped (their pixels stay in the image
+but are not annotated).
 
 Deterministic choices, so that tests can rely on them:
   * every image whose index within its split satisfies `i % 10 == 0` has no
@@ -60,6 +63,8 @@ from official.vision.data import create_coco_tf_record
 
 CATEGORIES = {1: 'circle', 2: 'square', 4: 'triangle'}
 MIN_VISIBLE_AREA = 20
+# Largest fraction of a drawn shape that later shapes may hide.
+MAX_OCCLUSION = 0.5
 MAX_OBJECTS = 5
 SPLITS = ('train', 'val')
 
@@ -135,10 +140,11 @@ def _sample_shapes(rng: np.random.Generator, index: int,
   force_overlap = index % 10 == 5
   num = int(rng.integers(2 if force_overlap else 1, MAX_OBJECTS + 1))
   category_ids = sorted(CATEGORIES)
-  min_extent, max_extent = 10.0, 0.7 * size
+  # At the default 128 px: 19..96 px.
+  min_extent, max_extent = 0.15 * size, 0.75 * size
   shapes = []
   for k in range(num):
-    # Log-uniform extent so that small objects are as common as large ones.
+    # Log-uniform extent: every scale octave is equally common.
     extent = float(np.exp(rng.uniform(np.log(min_extent),
                                       np.log(max_extent))))
     if force_overlap and k == 1:
@@ -177,12 +183,25 @@ def render_image(
   rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
   canvas = _background(rng, image_size)
   shapes = _sample_shapes(rng, index, image_size)
-  drawn = []
+  drawn, kept_shapes = [], []
   for shape in shapes:
     m = _draw_mask(shape['category_id'], shape['cx'], shape['cy'],
                    shape['extent'], shape['angle'], image_size)
-    canvas[m] = _object_colour(rng, canvas)
+    colour = _object_colour(rng, canvas)
+    covered = m.copy()
+    hides_too_much = False
+    for earlier in reversed(drawn):
+      area = earlier.sum()
+      if area and (earlier & covered).sum() > MAX_OCCLUSION * area:
+        hides_too_much = True
+        break
+      covered |= earlier
+    if hides_too_much:
+      continue
+    canvas[m] = colour
     drawn.append(m)
+    kept_shapes.append(shape)
+  shapes = kept_shapes
   canvas += rng.normal(0.0, _NOISE_STD, size=canvas.shape).astype(np.float32)
   image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
@@ -332,7 +351,7 @@ def generate_split(output_dir: str, split: str, num_images: int,
           'stats': stats}
 
 
-def generate(output_dir: str, num_train: int = 600, num_val: int = 100,
+def generate(output_dir: str, num_train: int = 1000, num_val: int = 200,
              image_size: int = 128, seed: int = 0, num_train_shards: int = 2,
              num_val_shards: int = 1) -> Dict[str, Any]:
   """Generates the train and val splits under `output_dir`.
@@ -364,8 +383,8 @@ def generate(output_dir: str, num_train: int = 600, num_val: int = 100,
 
 
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Output directory.')
-_NUM_TRAIN = flags.DEFINE_integer('num_train', 600, 'Training images.')
-_NUM_VAL = flags.DEFINE_integer('num_val', 100, 'Validation images.')
+_NUM_TRAIN = flags.DEFINE_integer('num_train', 1000, 'Training images.')
+_NUM_VAL = flags.DEFINE_integer('num_val', 200, 'Validation images.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 128, 'Image side in pixels.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 _NUM_TRAIN_SHARDS = flags.DEFINE_integer('num_train_shards', 2,

@@ -40,6 +40,10 @@ def build_and_trace(model: unipercepnet_model.UniPercepNetModel,
   _trace.get_concrete_function(images, roi_boxes, roi_classes)
 
 
+# Written to model_dir after every evaluation.
+EVAL_METRICS_FILE = 'eval_metrics.json'
+
+
 @task_factory.register_task_cls(exp_cfg.UniPercepNetTask)
 class UniPercepNetTask(base_task.Task):
   """Model, inputs, losses, train/eval steps and COCO metrics."""
@@ -287,7 +291,16 @@ class UniPercepNetTask(base_task.Task):
     return state
 
   def reduce_aggregated_logs(self, aggregated_logs, global_step=None):
-    return self.coco_metric.result()
+    metrics = self.coco_metric.result()
+    if self.logging_dir:
+      # The latest evaluation, for train.py's report and for scripts.
+      record = {k: float(v) for k, v in metrics.items()}
+      if global_step is not None:
+        record['global_step'] = int(global_step)
+      path = os.path.join(self.logging_dir, EVAL_METRICS_FILE)
+      with tf.io.gfile.GFile(path, 'w') as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+    return metrics
 
 
 def resolve_category_ids(config: exp_cfg.UniPercepNetTask) -> List[int]:
@@ -311,3 +324,46 @@ def resolve_category_ids(config: exp_cfg.UniPercepNetTask) -> List[int]:
         f'{source} gives {len(ids)} category ids ({len(set(ids))} distinct) '
         f'but task.model.num_classes is {num_classes}.')
   return ids
+
+
+def restore_inference_weights(task: UniPercepNetTask,
+                              model: tf_keras.Model,
+                              checkpoint_path: str,
+                              optimizer_config=None) -> str:
+  """Loads a training checkpoint into `model` with the weights eval uses.
+
+  With an EMA optimizer (the recipe's), Model Garden's checkpoints hold the
+  raw weights in the model and their averages in the optimizer; evaluation
+  swaps the averages in, and so does this function.
+
+  Args:
+    task: the task (creates the optimizer the checkpoint was saved with).
+    model: the built model.
+    checkpoint_path: a checkpoint file prefix or a directory (latest).
+    optimizer_config: the trainer's optimizer config; None: the raw weights.
+
+  Returns:
+    The checkpoint file prefix read.
+  """
+  if tf.io.gfile.isdir(checkpoint_path):
+    latest = tf.train.latest_checkpoint(checkpoint_path)
+    if latest is None:
+      raise ValueError(f'{checkpoint_path!r} holds no checkpoint.')
+    checkpoint_path = latest
+  items = {'model': model}
+  optimizer = None
+  if optimizer_config is not None and optimizer_config.ema is not None:
+    optimizer = task.create_optimizer(optimizer_config)
+    optimizer.shadow_copy(model)
+    items['optimizer'] = optimizer
+  status = tf.train.Checkpoint(**items).read(checkpoint_path)
+  status.expect_partial().assert_existing_objects_matched()
+  if optimizer is not None:
+    # `swap_weights` needs a non-default strategy; for inference the averages
+    # can simply be copied in.
+    # pylint: disable=protected-access
+    for average, weight in zip(optimizer._average_weights,
+                               optimizer._model_weights):
+      weight.assign(average)
+    # pylint: enable=protected-access
+  return checkpoint_path

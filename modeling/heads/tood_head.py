@@ -267,7 +267,8 @@ class TOODHead(tf_keras.layers.Layer):
     anchors = single_level_anchors(height, width, c['stride'],
                                    c['anchor_size'], c['anchor_scales'],
                                    c['aspect_ratios'])
-    deltas = tf.reshape(tf.cast(deltas, tf.float32) * self._scale,
+    scale = tf.cast(self._scale, tf.float32)  # Read as float16 under AMP.
+    deltas = tf.reshape(tf.cast(deltas, tf.float32) * scale,
                         [-1, height, width, a, 4])
     boxes = box_ops_ext.decode_boxes_xywh(
         deltas, tf.reshape(anchors, [height, width, a, 4]),
