@@ -333,7 +333,7 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
   """
   batch_size = 8
   steps_per_epoch = SHAPES_TRAIN_EXAMPLES // batch_size
-  epochs = 11
+  epochs = 15
   model = UniPercepNet(
       num_classes=3,
       input_size=[256, 256, 3],
@@ -351,8 +351,8 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
                     attention_channels=16, branch_channels=32),
       mask_head=MaskHead(num_convs=2, num_filters=64))
   optimization_config = recipe_optimization(
-      steps_per_epoch, epochs, cosine_start_epoch=0, base_lr=2e-3,
-      final_lr=2e-5, warmup_steps=100)
+      steps_per_epoch, epochs, cosine_start_epoch=0, base_lr=3e-3,
+      final_lr=3e-5, warmup_steps=100)
   optimization_config.ema.average_decay = 0.995
   train_parser = Parser(mosaic=False, aug_scale_min=0.75, aug_scale_max=1.25,
                         stage2_epoch=epochs - 2, max_num_instances=16)
@@ -366,7 +366,7 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
               initial_epochs=3,
               mask_targets=MaskTargets(pre_nms_top_k=256, num_proposals=128,
                                        num_sampled_rois=64,
-                                       num_mask_rois=16)),
+                                       num_mask_rois=8)),
           train_data=DataConfig(
               input_path=os.path.join(SHAPES_DATA_DIR, 'train-*'),
               is_training=True,

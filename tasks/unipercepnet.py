@@ -296,7 +296,7 @@ class UniPercepNetTask(base_task.Task):
       # The latest evaluation, for train.py's report and for scripts.
       record = {k: float(v) for k, v in metrics.items()}
       if global_step is not None:
-        record['global_step'] = int(global_step)
+        record['global_step'] = int(tf.convert_to_tensor(global_step))
       path = os.path.join(self.logging_dir, EVAL_METRICS_FILE)
       with tf.io.gfile.GFile(path, 'w') as f:
         json.dump(record, f, indent=1, sort_keys=True)
