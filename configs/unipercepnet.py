@@ -333,7 +333,7 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
   """
   batch_size = 8
   steps_per_epoch = SHAPES_TRAIN_EXAMPLES // batch_size
-  epochs = 15
+  epochs = 13
   model = UniPercepNet(
       num_classes=3,
       input_size=[256, 256, 3],
@@ -386,7 +386,7 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
           validation_interval=epochs * steps_per_epoch,
           steps_per_loop=25,
           summary_interval=25,
-          checkpoint_interval=steps_per_epoch,
+          checkpoint_interval=2 * steps_per_epoch,
           max_to_keep=3,
           optimizer_config=optimization_config),
       restrictions=[

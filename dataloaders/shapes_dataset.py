@@ -140,8 +140,8 @@ def _sample_shapes(rng: np.random.Generator, index: int,
   force_overlap = index % 10 == 5
   num = int(rng.integers(2 if force_overlap else 1, MAX_OBJECTS + 1))
   category_ids = sorted(CATEGORIES)
-  # At the default 128 px: 19..96 px.
-  min_extent, max_extent = 0.15 * size, 0.75 * size
+  # At the default 128 px: 26..96 px.
+  min_extent, max_extent = 0.2 * size, 0.75 * size
   shapes = []
   for k in range(num):
     # Log-uniform extent: every scale octave is equally common.
