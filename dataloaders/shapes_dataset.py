@@ -226,7 +226,7 @@ def render_image(
   return image, instances, stats
 
 
-def _uncompressed_rle(mask: np.ndarray) -> Dict[str, Any]:
+def uncompressed_rle(mask: np.ndarray) -> Dict[str, Any]:
   """Column-major uncompressed RLE, as pycocotools.frPyObjects accepts it."""
   flat = np.asarray(mask, dtype=np.uint8).ravel(order='F')
   change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
@@ -282,7 +282,7 @@ def _write_tfrecords(coco: Dict[str, Any], image_dir: str, output_prefix: str,
     rle['counts'] = rle['counts'].encode('ascii')
     visible = mask_lib.decode(rle)
     by_image[ann['image_id']].append(
-        dict(ann, segmentation=[_uncompressed_rle(visible)]))
+        dict(ann, segmentation=[uncompressed_rle(visible)]))
 
   paths = [f'{output_prefix}-{i:05d}-of-{num_shards:05d}.tfrecord'
            for i in range(num_shards)]

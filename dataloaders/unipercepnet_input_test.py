@@ -19,17 +19,6 @@ _STD = np.array(unipercepnet_cfg.STDDEV_RGB, np.float32)
 _NAMES = {1: 'circle', 2: 'square', 4: 'triangle', 7: 'other'}
 
 
-def _uncompressed_rle(mask):
-  """Column-major uncompressed RLE, as pycocotools.frPyObjects accepts it."""
-  flat = np.asarray(mask, dtype=np.uint8).ravel(order='F')
-  change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-  bounds = np.concatenate([[0], change, [flat.size]])
-  counts = np.diff(bounds).tolist()
-  if flat[0]:
-    counts = [0] + counts
-  return {'counts': counts, 'size': list(mask.shape)}
-
-
 def _rect_mask(shape, y0, x0, y1, x1):
   mask = np.zeros(shape, bool)
   mask[y0:y1, x0:x1] = True
@@ -54,7 +43,7 @@ def _serialized_example(tmp_path, image, instances, image_id=1):
   anns = []
   for k, (category_id, mask, is_crowd) in enumerate(instances):
     ys, xs = np.nonzero(mask)
-    rle = _uncompressed_rle(mask)
+    rle = shapes_dataset.uncompressed_rle(mask)
     anns.append({
         'id': k + 1, 'image_id': image_id, 'category_id': category_id,
         'bbox': [int(xs.min()), int(ys.min()),
