@@ -48,9 +48,15 @@ def _params(data_dir, train_steps=4, steps_per_epoch=2):
 
 
 def test_loss_falls_when_fitting_one_batch(shapes_dir):
-  # The cosine schedule spans the 30 steps run here.
+  tf_keras.utils.set_random_seed(0)
   params = _params(shapes_dir, train_steps=30)
   params.trainer.optimizer_config.ema = None
+  # The cosine schedule spans the 30 steps run here.
+  schedule = params.trainer.optimizer_config.learning_rate
+  schedule.step_cosine_with_offset.boundaries[2] = 30
+  # Stage 1 (uniform assignment) throughout: its targets do not move with the
+  # predictions, so fitting one batch must drive its loss down.
+  params.task.losses.initial_epochs = 100
   task = task_factory.get_task(params.task)
   model = task.build_model()
   optimizer = task.create_optimizer(params.trainer.optimizer_config)
@@ -59,10 +65,15 @@ def test_loss_falls_when_fitting_one_batch(shapes_dir):
   metrics = task.build_metrics(training=True)
   step = tf.function(lambda b: task.train_step(b, model, optimizer, metrics))
   losses = [float(step(batch)['loss']) for _ in range(30)]
-  # Both assigner stages ran (stage 2 from step 2).
-  assert int(optimizer.iterations) == 30
   assert np.isfinite(losses).all()
-  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[2:7]), losses
+  # Seeds 0-2 gave ratios of 0.20-0.31.
+  assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+  # Stage 2 (task-aligned assignment, QFL) from step 30 on, after a retrace.
+  task.task_config.losses.initial_epochs = 1
+  step = tf.function(lambda b: task.train_step(b, model, optimizer, metrics))
+  stage2 = [float(step(batch)['loss']) for _ in range(3)]
+  assert int(optimizer.iterations) == 33
+  assert np.isfinite(stage2).all()
 
 
 @pytest.mark.slow

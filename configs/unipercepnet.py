@@ -216,6 +216,11 @@ class UniPercepNetTask(cfg.TaskConfig):
   per_category_metrics: bool = False
 
 
+# A step no run reaches (2**31 - 1: optimizer.iterations is an int64 but
+# steps are counted in int32 elsewhere).
+_NEVER_STEP = 2**31 - 1
+
+
 def recipe_optimization(steps_per_epoch: int,
                         total_epochs: int,
                         cosine_start_epoch: int,
@@ -244,10 +249,13 @@ def recipe_optimization(steps_per_epoch: int,
       'learning_rate': {
           'type': 'step_cosine_with_offset',
           'step_cosine_with_offset': {
-              # Constant base_lr until cosine_start, then a cosine to final_lr
-              # at the last step.
-              'boundaries': [0, cosine_start, total],
-              'values': [base_lr, base_lr, final_lr],
+              # Constant base_lr until cosine_start, a cosine to final_lr at
+              # the last step, then final_lr: Model Garden's schedule gives
+              # NaN from its last boundary on (that level lasts 0 steps), so
+              # the last boundary is put out of reach (a run trained past
+              # `total` keeps final_lr instead of turning its weights to NaN).
+              'boundaries': [0, cosine_start, total, _NEVER_STEP],
+              'values': [base_lr, base_lr, final_lr, final_lr],
           }
       },
       'warmup': {

@@ -2,8 +2,12 @@
 
 import os
 
+import numpy as np
+
 from official.core import exp_factory
 from official.modeling import hyperparams
+from official.modeling.optimization import optimizer_factory
+from configs import unipercepnet as exp_cfg
 import registry_imports  # pylint: disable=unused-import
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,6 +27,21 @@ def test_shapes_experiment_schedule_is_consistent():
   assert not task.model.backbone.regnet.norm_eval  # Trained from scratch.
   assert task.validation_data.num_examples == 200
   params.validate()
+
+
+def test_recipe_schedule_warms_up_holds_decays_and_stays_finite_past_the_end():
+  config = exp_cfg.recipe_optimization(
+      steps_per_epoch=10, total_epochs=5, cosine_start_epoch=2, base_lr=1e-3,
+      final_lr=1e-5, warmup_steps=5)
+  lr = optimizer_factory.OptimizerFactory(config).build_learning_rate()
+  at = lambda step: float(lr(step))
+  np.testing.assert_allclose(at(0), 1e-6, rtol=1e-5)        # Warm-up start.
+  np.testing.assert_allclose(at(10), 1e-3, rtol=1e-5)       # Held.
+  np.testing.assert_allclose(at(20), 1e-3, rtol=1e-5)       # Cosine starts.
+  np.testing.assert_allclose(at(35), (1e-3 + 1e-5) / 2, rtol=1e-4)  # Middle.
+  # Model Garden's step cosine alone is NaN from its last boundary on.
+  for step in (50, 51, 10_000):
+    np.testing.assert_allclose(at(step), 1e-5, rtol=1e-4)
 
 
 def test_custom_dataset_yaml_points_an_experiment_at_new_files():
