@@ -271,6 +271,86 @@ def horizontal_flip(image: tf.Tensor, boxes: tf.Tensor, masks: tf.Tensor,
   return image, boxes, masks
 
 
+def resize_image(image: tf.Tensor,
+                 output_size: Sequence[int],
+                 aug_scale_min: float = 1.0,
+                 aug_scale_max: float = 1.0
+                 ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Resizes to fit `output_size` (times a random scale), crops, zero-pads.
+
+  Model Garden's `resize_and_crop_image` with the padded size equal to the
+  output size; the content sits at the top-left.
+
+  Args:
+    image: [h, w, 3] image, any real dtype, 0..255.
+    output_size: [height, width] of the result.
+    aug_scale_min: minimum random scale relative to fitting output_size.
+    aug_scale_max: maximum random scale (1.0 and 1.0: no augmentation).
+
+  Returns:
+    (image float32 [height, width, 3], image_info float32 [4, 2] as Model
+    Garden's: original size, output size, scale, crop offset; valid_size
+    int32 [2]: the extent of the content at the top-left.)
+  """
+  image = tf.cast(image, tf.float32)
+  image_size = tf.cast(tf.shape(image)[0:2], tf.float32)
+  output_size = [int(s) for s in output_size]
+  image, image_info = preprocess_ops.resize_and_crop_image(
+      image, output_size, padded_size=output_size,
+      aug_scale_min=aug_scale_min, aug_scale_max=aug_scale_max, seed=None)
+  scaled_size = tf.round(image_size * image_info[2, :])
+  valid_size = tf.minimum(scaled_size - image_info[3, :],
+                          tf.constant(output_size, tf.float32))
+  return image, image_info, tf.cast(valid_size, tf.int32)
+
+
+def pad_and_normalize(image: tf.Tensor,
+                      valid_size: tf.Tensor,
+                      pad_value: float,
+                      dtype: tf.DType = tf.float32) -> tf.Tensor:
+  """Fills the padding with pad_value, normalises (MEAN_RGB / STDDEV_RGB).
+
+  Args:
+    image: float32 [height, width, 3], 0..255, content at the top-left.
+    valid_size: int32 [2], the extent of the content.
+    pad_value: value of the padding pixels before normalisation.
+    dtype: dtype of the result.
+
+  Returns:
+    The network input, [height, width, 3] of `dtype`.
+  """
+  height, width = image.shape[0], image.shape[1]
+  rows = tf.range(height)[:, tf.newaxis] < valid_size[0]
+  cols = tf.range(width)[tf.newaxis, :] < valid_size[1]
+  valid = tf.logical_and(rows, cols)[..., tf.newaxis]
+  image = tf.where(valid, image, pad_value)
+  mean = tf.constant(unipercepnet_cfg.MEAN_RGB, tf.float32)
+  std = tf.constant(unipercepnet_cfg.STDDEV_RGB, tf.float32)
+  image = (image - mean) / std
+  image.set_shape([height, width, 3])
+  return tf.cast(image, dtype)
+
+
+def preprocess_for_inference(image: tf.Tensor,
+                             output_size: Sequence[int],
+                             pad_value: float = 114.
+                             ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """An image as evaluation feeds it to the network; also used by serving.
+
+  Args:
+    image: [h, w, 3] uint8 (or 0..255 float) RGB image of any size.
+    output_size: [height, width] of the network input.
+    pad_value: value of the padding pixels before normalisation.
+
+  Returns:
+    (float32 [height, width, 3] network input, image_info [4, 2],
+    valid_size int32 [2]).
+  """
+  image, image_info, valid_size = resize_image(image, output_size)
+  image = pad_and_normalize(image, valid_size, pad_value)
+  return image, image_info, valid_size
+
+
 class Parser:
   """Parses decoded examples into (image, labels) for UniPercepNet-S."""
 
@@ -492,15 +572,10 @@ class Parser:
       valid_size int32 [2] of the content at the top-left, boxes [n, 4],
       classes [n], masks [n, S, S]) with empty boxes removed.
     """
-    image = tf.cast(prepared['image'], tf.float32)
-    image_size = tf.cast(tf.shape(image)[0:2], tf.float32)
-    image, image_info = preprocess_ops.resize_and_crop_image(
-        image, self._output_size, padded_size=self._output_size,
-        aug_scale_min=aug_scale_min, aug_scale_max=aug_scale_max, seed=None)
+    image, image_info, valid_size = resize_image(
+        prepared['image'], self._output_size, aug_scale_min, aug_scale_max)
     image_scale, offset = image_info[2, :], image_info[3, :]
-    scaled_size = tf.round(image_size * image_scale)
-    valid_size = tf.minimum(scaled_size - offset,
-                            tf.constant(self._output_size, tf.float32))
+    valid_size = tf.cast(valid_size, tf.float32)
     boxes = tf.cast(prepared['boxes'], tf.float32)
     raw_boxes = (boxes * tf.tile(image_scale[tf.newaxis], [1, 2]) -
                  tf.tile(offset[tf.newaxis], [1, 2]))
@@ -515,16 +590,7 @@ class Parser:
 
   def _finish_image(self, image: tf.Tensor,
                     valid_size: tf.Tensor) -> tf.Tensor:
-    """Fills the padding with pad_value, normalises, casts to dtype."""
-    rows = tf.range(self._output_size[0])[:, tf.newaxis] < valid_size[0]
-    cols = tf.range(self._output_size[1])[tf.newaxis, :] < valid_size[1]
-    valid = tf.logical_and(rows, cols)[..., tf.newaxis]
-    image = tf.where(valid, image, self._pad_value)
-    mean = tf.constant(unipercepnet_cfg.MEAN_RGB, tf.float32)
-    std = tf.constant(unipercepnet_cfg.STDDEV_RGB, tf.float32)
-    image = (image - mean) / std
-    image.set_shape(self._output_size + [3])
-    return tf.cast(image, self._dtype)
+    return pad_and_normalize(image, valid_size, self._pad_value, self._dtype)
 
   def _labels(self, image_info, boxes, classes, masks) -> Dict[str, tf.Tensor]:
     n = self._max_num_instances
