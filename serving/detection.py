@@ -1,0 +1,187 @@
+"""UniPercepNet-S export module: Model Garden's vision `ExportModule`.
+
+Each signature takes a batch of images (uint8 tensors, encoded JPEG/PNG
+bytes or serialized tf.Examples with `image/encoded`) and runs, in graph:
+
+  decode (bytes, examples; grayscale and RGBA -> RGB) -> per image, the
+  evaluation preprocessing (`unipercepnet_input.preprocess_for_inference`:
+  resize to fit the input size, pad, normalise) -> the model -> boxes back
+  to original-image pixels, classes to the dataset's category ids ->
+  optionally masks pasted at the original image size.
+
+Outputs (D = max_num_detections):
+  num_detections      int32   [B]
+  detection_boxes     float32 [B, D, 4]  ymin, xmin, ymax, xmax, pixels of
+                                         the original image
+  detection_scores    float32 [B, D]
+  detection_classes   int32   [B, D]     dataset category ids, 0: padding
+  detection_masks     float32 [B, D, M, M] probabilities inside each box, or
+                      with `full_size_masks` uint8 [B, D, H, W] 0/1 masks of
+                      the original image (H, W: the largest image of the
+                      batch; each image's own size is in image_info)
+  image_info          float32 [B, 4, 2]  Model Garden's: original size,
+                                         input size, scale, offset (0)
+"""
+
+from typing import Dict, List, Optional, Sequence
+
+import tensorflow as tf
+import tf_keras
+
+from official.core import config_definitions as cfg
+from official.vision.serving import export_base
+from dataloaders import unipercepnet_input
+from modeling import factory
+from tasks import unipercepnet as task_lib
+
+# Masks pasted at full size are 1 where the pasted probability exceeds this.
+MASK_THRESHOLD = 0.5
+
+
+def paste_masks_batch(masks: tf.Tensor, boxes: tf.Tensor,
+                      image_size: tf.Tensor) -> tf.Tensor:
+  """Pastes box crops into full images and binarises them.
+
+  Args:
+    masks: float [B, D, M, M] probabilities of each box.
+    boxes: float [B, D, 4] yxyx boxes, pixels of the target image.
+    image_size: (height, width) of the (common) output, int scalars.
+
+  Returns:
+    uint8 [B, D, height, width]: 1 where the bilinearly pasted probability
+    is above `MASK_THRESHOLD` (0 outside each box).
+  """
+  def paste_one(args):
+    pasted = unipercepnet_input.paste_masks(args[0], args[1], image_size)
+    return tf.cast(pasted > MASK_THRESHOLD, tf.uint8)
+
+  return tf.map_fn(paste_one, (masks, boxes),
+                   fn_output_signature=tf.TensorSpec(
+                       [masks.shape[1], None, None], tf.uint8))
+
+
+class UniPercepNetModule(export_base.ExportModule):
+  """Serving signatures of a UniPercepNet-S model (see the module doc)."""
+
+  def __init__(self,
+               params: cfg.ExperimentConfig,
+               *,
+               batch_size: Optional[int],
+               input_image_size: Sequence[int],
+               input_type: str = 'image_tensor',
+               num_channels: int = 3,
+               model: Optional[tf_keras.Model] = None,
+               input_name: Optional[str] = None,
+               full_size_masks: bool = False):
+    """Builds the module (and the model from `params` when not given).
+
+    Args:
+      params: the experiment; `task.model` defines the network and
+        `task.category_ids` / `task.annotation_file` the output class ids.
+      batch_size: fixed batch size of the signatures, or None (dynamic).
+      input_image_size: [height, width] of the network input, multiples of
+        the model's stride; images of any size are resized to fit it.
+      input_type: the default signature's input (Model Garden's names).
+      num_channels: must be 3.
+      model: an already built model (its weights are used as they are).
+      input_name: the signatures' input name (None: `inputs`).
+      full_size_masks: output uint8 masks at the original image size
+        instead of per-box probabilities.
+    """
+    stride = 2**params.task.model.level
+    size = [int(s) for s in input_image_size]
+    if len(size) != 2 or any(s <= 0 or s % stride for s in size):
+      raise ValueError(f'input_image_size {list(input_image_size)} must be '
+                       f'height,width, both multiples of {stride}.')
+    if num_channels != 3:
+      raise ValueError(f'num_channels is {num_channels}; the model reads RGB.')
+    self._full_size_masks = full_size_masks
+    self._pad_value = params.task.validation_data.parser.pad_value
+    self._category_ids = task_lib.resolve_category_ids(params.task)
+    super().__init__(params, batch_size=batch_size, input_image_size=size,
+                     input_type=input_type, num_channels=num_channels,
+                     model=model, input_name=input_name)
+
+  @property
+  def category_ids(self) -> List[int]:
+    return list(self._category_ids)
+
+  def _build_model(self) -> tf_keras.Model:
+    model_config = self.params.task.model
+    input_size = list(self._input_image_size) + [3]
+    model = factory.build_unipercepnet(
+        tf_keras.layers.InputSpec(shape=[self._batch_size] + input_size),
+        model_config)
+    task_lib.build_and_trace(model, input_size)
+    return model
+
+  # ------------------------------------------------------------ inputs.
+  def _decode_image(self, encoded_image_bytes: tf.Tensor) -> tf.Tensor:
+    """JPEG / PNG (/ BMP, first GIF frame) bytes -> uint8 RGB [h, w, 3]."""
+    image = tf.io.decode_image(encoded_image_bytes, channels=3,
+                               expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+  def _preprocess_one(self, image: tf.Tensor):
+    image, image_info, _ = unipercepnet_input.preprocess_for_inference(
+        image, self._input_image_size, self._pad_value)
+    return image, image_info
+
+  def _preprocess_specs(self):
+    return (tf.TensorSpec(self._input_image_size + [3], tf.float32),
+            tf.TensorSpec([4, 2], tf.float32))
+
+  def preprocess(self, images: tf.Tensor):
+    """uint8 [B, h, w, 3] -> (network inputs [B, H, W, 3], image_info)."""
+    with tf.device('cpu:0'):
+      return tf.map_fn(self._preprocess_one, images,
+                       fn_output_signature=self._preprocess_specs(),
+                       parallel_iterations=32)
+
+  def _preprocess_encoded(self, decode_fn, inputs: tf.Tensor):
+    """Decodes and preprocesses each string (images may differ in size)."""
+    with tf.device('cpu:0'):
+      return tf.map_fn(lambda x: self._preprocess_one(decode_fn(x)), inputs,
+                       fn_output_signature=self._preprocess_specs(),
+                       parallel_iterations=32)
+
+  # ------------------------------------------------------- inference.
+  def serve(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Detections of uint8 images `[B, h, w, 3]` (one size per batch)."""
+    return self.detect(*self.preprocess(images))
+
+  def detect(self, images: tf.Tensor,
+             image_info: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Detections of preprocessed images (see the module doc)."""
+    scale = image_info[:, 2, :]
+    # Boxes are clipped to the valid (unpadded) region, as in evaluation.
+    outputs = self.model.call(images, image_shape=image_info[:, 0, :] * scale,
+                              training=False)
+    boxes = outputs['detection_boxes'] / tf.tile(scale[:, tf.newaxis, :],
+                                                  [1, 1, 2])
+    table = tf.constant([0] + self._category_ids, tf.int32)
+    detections = {
+        'num_detections': tf.cast(outputs['num_detections'], tf.int32),
+        'detection_boxes': boxes,
+        'detection_scores': outputs['detection_scores'],
+        'detection_classes': tf.gather(table, outputs['detection_classes']),
+        'image_info': image_info,
+    }
+    if 'detection_masks' in outputs:
+      masks = tf.cast(outputs['detection_masks'], tf.float32)
+      if self._full_size_masks:
+        largest = tf.cast(tf.reduce_max(image_info[:, 0, :], axis=0),
+                          tf.int32)
+        masks = paste_masks_batch(masks, boxes, (largest[0], largest[1]))
+      detections['detection_masks'] = masks
+    return detections
+
+  @tf.function
+  def inference_from_image_bytes(self, inputs: tf.Tensor):
+    return self.detect(*self._preprocess_encoded(self._decode_image, inputs))
+
+  @tf.function
+  def inference_from_tf_example(self, inputs: tf.Tensor):
+    return self.detect(*self._preprocess_encoded(self._decode_tf_example,
+                                                 inputs))

@@ -1,0 +1,126 @@
+"""Tests of the export module's in-graph pre- and post-processing."""
+
+import io
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from dataloaders import unipercepnet_input
+from serving import conftest
+from serving import detection
+
+
+def _png(image):
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def test_paste_masks_batch_hand_computed():
+  # A 2x2 crop with only its top-left cell on, pasted into a 4x4 box at the
+  # origin: output pixel centres sample the crop at -0.25 (clamped to 0),
+  # 0.25, 0.75, 1.25 (clamped to 1); values 1, .75, .25, 0 along each axis,
+  # products above 0.5 kept.
+  masks = tf.constant([[[[1., 0.], [0., 0.]]]])
+  boxes = tf.constant([[[0., 0., 4., 4.]]])
+  pasted = detection.paste_masks_batch(masks, boxes, (5, 6)).numpy()
+  expected = np.zeros([5, 6], np.uint8)
+  expected[:2, :2] = 1
+  assert pasted.dtype == np.uint8 and pasted.shape == (1, 1, 5, 6)
+  np.testing.assert_array_equal(pasted[0, 0], expected)
+
+
+def test_preprocessing_is_the_evaluation_parsers(small_module):
+  image = conftest.random_image(48, 80)
+  images, info = small_module.preprocess(tf.constant(image[np.newaxis]))
+  # 80 -> 64 wide: scale 0.8, 38.4 -> 38 rows at the top-left; Model
+  # Garden's scale is the scaled size over the original, per axis.
+  np.testing.assert_allclose(info[0].numpy(),
+                             [[48, 80], [64, 64], [38 / 48, .8], [0, 0]],
+                             rtol=1e-6)
+  parser = unipercepnet_input.Parser(output_size=[64, 64])
+  expected, _, valid = unipercepnet_input.preprocess_for_inference(
+      image, [64, 64], parser._pad_value)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(valid.numpy(), [38, 64])
+  np.testing.assert_allclose(images[0].numpy(), expected.numpy(), atol=1e-6)
+  # Padding rows hold the normalised pad value (114).
+  pad = (114. - np.array(unipercepnet_input.unipercepnet_cfg.MEAN_RGB)) / (
+      np.array(unipercepnet_input.unipercepnet_cfg.STDDEV_RGB))
+  np.testing.assert_allclose(images[0, 40].numpy(),
+                             np.broadcast_to(pad, [64, 3]), rtol=1e-5)
+
+
+def test_outputs_in_original_pixels_with_dataset_ids(small_module):
+  image = conftest.random_image(48, 80)
+  out = small_module.serve(tf.constant(image[np.newaxis]))
+  n = int(out['num_detections'][0])
+  assert n > 0
+  boxes = out['detection_boxes'][0, :n].numpy()
+  assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= 48 + 1e-3).all()
+  assert (boxes[:, [1, 3]] <= 80 + 1e-3).all()
+  # The model clips at the 38 content rows of its input: 48 original rows.
+  assert boxes[:, 2].max() > 40  # Uses the original scale, not the input's.
+  classes = out['detection_classes'][0].numpy()
+  assert set(classes[:n]) <= set(conftest.CATEGORY_IDS)
+  assert (classes[n:] == 0).all()
+  assert out['detection_masks'].shape[2:] == (28, 28)
+  assert out['detection_masks'].dtype == tf.float32
+
+
+def test_encoded_batches_may_mix_image_sizes(small_module):
+  images = [conftest.random_image(48, 80, seed=1),
+            conftest.random_image(70, 50, seed=2)]
+  batch = small_module.inference_from_image_bytes(
+      tf.constant([_png(i) for i in images]))
+  for k, image in enumerate(images):
+    single = small_module.serve(tf.constant(image[np.newaxis]))
+    for key in ('detection_boxes', 'detection_scores', 'image_info'):
+      np.testing.assert_allclose(batch[key][k].numpy(), single[key][0].numpy(),
+                                 atol=1e-4, err_msg=key)
+
+
+def test_grayscale_and_rgba_bytes_become_rgb(small_module):
+  gray = conftest.random_image(40, 40)[..., 0]
+  rgba = np.concatenate([np.stack([gray] * 3, -1),
+                         np.full([40, 40, 1], 7, np.uint8)], -1)
+  rgb = np.stack([gray] * 3, -1)
+  outputs = [small_module.inference_from_image_bytes(tf.constant([_png(x)]))
+             for x in (gray, rgba)]
+  expected = small_module.serve(tf.constant(rgb[np.newaxis]))
+  for out in outputs:
+    np.testing.assert_allclose(out['detection_scores'].numpy(),
+                               expected['detection_scores'].numpy(),
+                               atol=1e-5)
+
+
+def test_full_size_masks_are_binary_at_the_largest_image_size(small_module):
+  module = detection.UniPercepNetModule(
+      small_module.params, batch_size=None, input_image_size=[64, 64],
+      model=small_module.model, full_size_masks=True)
+  images = [conftest.random_image(48, 80, seed=1),
+            conftest.random_image(70, 50, seed=2)]
+  out = module.inference_from_image_bytes(
+      tf.constant([_png(i) for i in images]))
+  masks = out['detection_masks'].numpy()
+  assert masks.dtype == np.uint8 and masks.shape[2:] == (70, 80)
+  assert set(np.unique(masks)) <= {0, 1}
+  # Each mask lies inside its box (rounded outwards); the first image's
+  # masks are empty below its 48 rows.
+  assert not masks[0, :, 48:].any()
+  boxes = out['detection_boxes'].numpy()
+  for k in range(int(out['num_detections'][1])):
+    y1, x1, y2, x2 = boxes[1, k]
+    rows, cols = np.nonzero(masks[1, k])
+    if rows.size:
+      assert rows.min() >= np.floor(y1) and rows.max() < np.ceil(y2)
+      assert cols.min() >= np.floor(x1) and cols.max() < np.ceil(x2)
+  assert masks[1].sum() > 0
+
+
+def test_input_size_must_be_multiples_of_the_stride(small_module):
+  with pytest.raises(ValueError, match='multiples of 32'):
+    detection.UniPercepNetModule(small_module.params, batch_size=None,
+                                 input_image_size=[64, 70],
+                                 model=small_module.model)

@@ -1,0 +1,138 @@
+"""Export of UniPercepNet-S checkpoints as SavedModels (library).
+
+See `serving/export_saved_model.py` for the command line, and
+`serving/detection.py` for the signatures' inputs and outputs.
+"""
+
+import copy
+from typing import Dict, List, Optional, Sequence, Union
+
+from absl import logging
+import tensorflow as tf
+
+from official.core import config_definitions as cfg
+from official.core import exp_factory
+from official.core import task_factory
+from official.modeling import hyperparams
+from official.vision.serving import export_saved_model_lib
+import registry_imports  # pylint: disable=unused-import
+from serving import detection
+from tasks import unipercepnet as task_lib
+
+INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example')
+SAVED_MODEL_SUBDIR = 'saved_model'
+CHECKPOINT_SUBDIR = 'checkpoint'
+
+
+def load_params(experiment: str,
+                config_files: Sequence[str] = (),
+                params_override: str = '') -> cfg.ExperimentConfig:
+  """The experiment with its YAML files and override string applied."""
+  try:
+    params = exp_factory.get_exp_config(experiment)
+  except KeyError as e:
+    raise ValueError(f'Unknown --experiment {experiment!r}.') from e
+  for path in config_files or []:
+    if not tf.io.gfile.exists(path):
+      raise ValueError(f'Config file {path!r} does not exist.')
+    params = hyperparams.override_params_dict(params, path, is_strict=True)
+  if params_override:
+    params = hyperparams.override_params_dict(params, params_override,
+                                              is_strict=True)
+  params.validate()
+  return params
+
+
+def parse_function_keys(text: str) -> Dict[str, str]:
+  """'image_tensor:serving_default,image_bytes:b' -> a dict, validated."""
+  keys = {}
+  for item in filter(None, (t.strip() for t in text.split(','))):
+    input_type, _, name = item.partition(':')
+    if input_type not in INPUT_TYPES or not name:
+      raise ValueError(f'--function_keys item {item!r}: expected '
+                       f'INPUT_TYPE:SIGNATURE_NAME with INPUT_TYPE one of '
+                       f'{", ".join(INPUT_TYPES)}.')
+    keys[input_type] = name
+  return keys
+
+
+def build_module(params: cfg.ExperimentConfig,
+                 checkpoint_path: str,
+                 input_type: str = 'image_tensor',
+                 batch_size: Optional[int] = None,
+                 input_image_size: Optional[Sequence[int]] = None,
+                 full_size_masks: bool = False,
+                 input_name: Optional[str] = None
+                 ) -> detection.UniPercepNetModule:
+  """The export module with a checkpoint's inference (EMA) weights.
+
+  Its `params` are a copy of `params` with `task.model.input_size` set to
+  the input size and `task.category_ids` written out (so an export needs no
+  annotation file). Arguments: see `export`.
+  """
+  if input_type not in INPUT_TYPES:
+    raise ValueError(f'input_type {input_type!r} is not one of {INPUT_TYPES}.')
+  params = copy.deepcopy(params)
+  size = list(input_image_size or params.task.model.input_size[:2])
+  params.task.model.input_size = size + [3]
+  params.task.category_ids = task_lib.resolve_category_ids(params.task)
+  module = detection.UniPercepNetModule(
+      params, batch_size=batch_size, input_image_size=size,
+      input_type=input_type, input_name=input_name,
+      full_size_masks=full_size_masks)
+  task = task_factory.get_task(params.task)
+  try:
+    read = task_lib.restore_inference_weights(
+        task, module.model, checkpoint_path, params.trainer.optimizer_config)
+  except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+    raise ValueError(f'Cannot read checkpoint {checkpoint_path!r}: '
+                     f'{e.message.splitlines()[0]}') from e
+  logging.info('Weights of %s (EMA averages when trained with EMA).', read)
+  return module
+
+
+def export(params: cfg.ExperimentConfig,
+           checkpoint_path: str,
+           export_dir: str,
+           input_type: str = 'image_tensor',
+           batch_size: Optional[int] = None,
+           input_image_size: Optional[Sequence[int]] = None,
+           function_keys: Optional[Union[List[str], Dict[str, str]]] = None,
+           full_size_masks: bool = False,
+           input_name: Optional[str] = None) -> detection.UniPercepNetModule:
+  """Writes saved_model/, checkpoint/ and params.yaml under `export_dir`.
+
+  Args:
+    params: the experiment the checkpoint was trained with.
+    checkpoint_path: a checkpoint prefix or a directory (its latest).
+    export_dir: the output directory.
+    input_type: the input of `serving_default` (one of INPUT_TYPES).
+    batch_size: a fixed batch size, or None for a dynamic one.
+    input_image_size: [height, width]; default `task.model.input_size`.
+    function_keys: {input_type: signature name}; default
+      {input_type: 'serving_default'}.
+    full_size_masks: see `detection.UniPercepNetModule`.
+    input_name: the signatures' input name (default `inputs`).
+
+  Returns:
+    The export module, holding the exported weights.
+  """
+  module = build_module(params, checkpoint_path, input_type=input_type,
+                        batch_size=batch_size,
+                        input_image_size=input_image_size,
+                        full_size_masks=full_size_masks,
+                        input_name=input_name)
+  size = module.params.task.model.input_size[:2]
+  export_saved_model_lib.export_inference_graph(
+      input_type=input_type,
+      batch_size=batch_size,
+      input_image_size=size,
+      params=module.params,
+      checkpoint_path=None,  # Already restored, with the EMA weights.
+      export_dir=export_dir,
+      export_module=module,
+      export_checkpoint_subdir=CHECKPOINT_SUBDIR,
+      export_saved_model_subdir=SAVED_MODEL_SUBDIR,
+      function_keys=function_keys or [input_type],
+      input_name=input_name)
+  return module

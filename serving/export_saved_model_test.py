@@ -1,0 +1,164 @@
+"""The export command: files, signatures, weights, and a clean-room load."""
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+import yaml
+
+from serving import conftest
+from serving import export_saved_model_lib
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_OUTPUTS = ('num_detections', 'detection_boxes', 'detection_scores',
+            'detection_classes', 'detection_masks', 'image_info')
+
+
+def _run(args, **kwargs):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(args, capture_output=True, text=True, env=env,
+                          timeout=600, check=False, **kwargs)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  return result.stdout
+
+
+@pytest.fixture(scope='module')
+def export_dir(small_checkpoint, tmp_path_factory):
+  _, run_dir, _, _ = small_checkpoint
+  path = str(tmp_path_factory.mktemp('export'))
+  _run([sys.executable, os.path.join(_ROOT, 'serving', 'export_saved_model.py'),
+        '--experiment=unipercepnet_shapes',
+        f'--config_file={os.path.join(run_dir, "params.yaml")}',
+        f'--checkpoint_path={run_dir}', f'--export_dir={path}',
+        '--function_keys=image_tensor:serving_default,'
+        'image_bytes:serving_bytes,tf_example:serving_examples'])
+  return path
+
+
+def test_export_dir_holds_saved_model_checkpoint_and_params(export_dir):
+  assert tf.saved_model.contains_saved_model(
+      os.path.join(export_dir, 'saved_model'))
+  assert tf.train.latest_checkpoint(os.path.join(export_dir, 'checkpoint'))
+  with open(os.path.join(export_dir, 'params.yaml')) as f:
+    task = yaml.safe_load(f)['task']
+  assert task['category_ids'] == conftest.CATEGORY_IDS
+  assert task['model']['input_size'] == [64, 64, 3]
+
+
+def test_exported_weights_are_the_ema_averages(export_dir, small_checkpoint):
+  _, _, raw, averages = small_checkpoint
+  reader = tf.train.load_checkpoint(os.path.join(export_dir, 'checkpoint'))
+  saved = {}
+  for name, _ in tf.train.list_variables(os.path.join(export_dir,
+                                                      'checkpoint')):
+    if name.startswith('model/') and name.endswith('.ATTRIBUTES/VARIABLE_VALUE'):
+      saved[name] = reader.get_tensor(name)
+  values = list(saved.values())
+  assert len(values) >= len(averages)
+
+  def found(array):
+    return any(v.shape == array.shape and np.array_equal(v, array)
+               for v in values)
+
+  # Every average is among the exported weights, no raw weight is (but for
+  # constant initial values, which variables outside the EMA also hold).
+  assert all(found(a) for a in averages)
+  assert not any(found(r) for r in raw if np.ptp(r) > 0)
+
+
+_CLEAN_ROOM = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    inputs = np.load(sys.argv[2])
+    fn = tf.saved_model.load(sys.argv[1]).signatures['serving_default']
+    out = fn(inputs=tf.constant(inputs))
+    np.savez(sys.argv[3], **{k: v.numpy() for k, v in out.items()})
+    imported = sorted(m.split('.')[0] for m in sys.modules)
+    banned = {'official', 'tf_keras', 'orbit', 'serving', 'modeling',
+              'tasks', 'dataloaders', 'configs', 'official_ext'}
+    print('BANNED', sorted(banned & set(imported)))
+''')
+
+
+def test_clean_process_reproduces_the_in_process_model(
+    export_dir, small_module, tmp_path):
+  images = np.stack([conftest.random_image(48, 80, seed=1),
+                     conftest.random_image(48, 80, seed=2)])
+  np.save(tmp_path / 'inputs.npy', images)
+  script = tmp_path / 'clean_room.py'
+  script.write_text(_CLEAN_ROOM)
+  # Outside the repository, without its path: only tensorflow and numpy.
+  stdout = _run([sys.executable, str(script),
+                 os.path.join(export_dir, 'saved_model'),
+                 str(tmp_path / 'inputs.npy'), str(tmp_path / 'out.npz')],
+                cwd=str(tmp_path))
+  assert 'BANNED []' in stdout
+  loaded = np.load(tmp_path / 'out.npz')
+  expected = small_module.serve(tf.constant(images))
+  assert sorted(loaded.files) == sorted(_OUTPUTS)
+  assert (loaded['num_detections'] > 0).all()
+  for key in ('detection_boxes', 'detection_scores'):
+    np.testing.assert_allclose(loaded[key], expected[key].numpy(), atol=1e-4,
+                               err_msg=key)
+  np.testing.assert_array_equal(loaded['detection_classes'],
+                                expected['detection_classes'].numpy())
+
+
+def test_bytes_and_example_signatures_agree(export_dir):
+  loaded = tf.saved_model.load(os.path.join(export_dir, 'saved_model'))
+  image = conftest.random_image(60, 44, seed=3)
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='PNG')
+  example = tf.train.Example(features=tf.train.Features(feature={
+      'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(
+          value=[buffer.getvalue()]))})).SerializeToString()
+  outputs = [
+      loaded.signatures['serving_default'](inputs=tf.constant(image[None])),
+      loaded.signatures['serving_bytes'](
+          inputs=tf.constant([buffer.getvalue()])),
+      loaded.signatures['serving_examples'](inputs=tf.constant([example])),
+  ]
+  for out in outputs[1:]:
+    for key in ('detection_boxes', 'detection_scores'):
+      np.testing.assert_allclose(out[key].numpy(), outputs[0][key].numpy(),
+                                 atol=1e-5, err_msg=key)
+
+
+def test_saved_model_cli_lists_the_documented_signature(export_dir):
+  cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
+  stdout = _run([cli, 'show', '--all', '--dir',
+                 os.path.join(export_dir, 'saved_model')])
+  default = stdout[stdout.index("signature_def['serving_default']"):]
+  default = default[:default.index('Method name')]
+  assert "inputs['inputs']" in default
+  assert 'DT_UINT8' in default and 'shape: (-1, -1, -1, 3)' in default
+  for name in _OUTPUTS:
+    assert f"outputs['{name}']" in default, name
+  assert "signature_def['serving_bytes']" in stdout
+  assert "signature_def['serving_examples']" in stdout
+
+
+def test_fixed_batch_size_and_bad_arguments(small_checkpoint):
+  params, run_dir, _, _ = small_checkpoint
+  module = export_saved_model_lib.build_module(params, run_dir, batch_size=2)
+  fn = module.get_inference_signatures({'image_tensor': 'serving_default'})
+  spec = fn['serving_default'].structured_input_signature[0][0]
+  assert spec.shape.as_list() == [2, None, None, 3]
+  with pytest.raises(ValueError, match='input_type'):
+    export_saved_model_lib.build_module(params, run_dir, input_type='tflite')
+  with pytest.raises(ValueError, match='Cannot read checkpoint'):
+    export_saved_model_lib.build_module(params, run_dir + '/ckpt-9')
+  with pytest.raises(ValueError, match='holds no checkpoint'):
+    export_saved_model_lib.build_module(params, os.path.dirname(run_dir))
+  with pytest.raises(ValueError, match='--function_keys'):
+    export_saved_model_lib.parse_function_keys('image_tensor:a,jpeg:b')
+  assert export_saved_model_lib.parse_function_keys(
+      'image_tensor:a, image_bytes:b') == {'image_tensor': 'a',
+                                           'image_bytes': 'b'}
