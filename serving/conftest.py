@@ -1,6 +1,8 @@
 """Shared fixtures of the serving tests: a small checkpoint and its module."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from official.core import train_utils
 import registry_imports  # pylint: disable=unused-import
 from serving import export_saved_model_lib
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPUT_SIZE = 64
 CATEGORY_IDS = [1, 2, 4]
 
@@ -64,6 +67,31 @@ def small_module(small_checkpoint):
   """The in-process export module of `small_checkpoint` (dynamic batch)."""
   params, run_dir, _, _ = small_checkpoint
   return export_saved_model_lib.build_module(params, run_dir)
+
+
+def run_command(args, expect_status=0, **kwargs):
+  """Runs a command; asserts its exit status; returns (stdout, stderr)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(args, capture_output=True, text=True, env=env,
+                          timeout=600, check=False, **kwargs)
+  assert result.returncode == expect_status, (
+      result.stdout + result.stderr[-3000:])
+  return result.stdout, result.stderr
+
+
+@pytest.fixture(scope='session')
+def export_dir(small_checkpoint, tmp_path_factory):
+  """`small_checkpoint` exported by the command, with all three inputs."""
+  _, run_dir, _, _ = small_checkpoint
+  path = str(tmp_path_factory.mktemp('export'))
+  run_command([
+      sys.executable, os.path.join(ROOT, 'serving', 'export_saved_model.py'),
+      '--experiment=unipercepnet_shapes',
+      f'--config_file={os.path.join(run_dir, "params.yaml")}',
+      f'--checkpoint_path={run_dir}', f'--export_dir={path}',
+      '--function_keys=image_tensor:serving_default,'
+      'image_bytes:serving_bytes,tf_example:serving_examples'])
+  return path
 
 
 def random_image(height, width, seed=0):

@@ -2,7 +2,6 @@
 
 import io
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -15,30 +14,8 @@ import yaml
 from serving import conftest
 from serving import export_saved_model_lib
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _OUTPUTS = ('num_detections', 'detection_boxes', 'detection_scores',
             'detection_classes', 'detection_masks', 'image_info')
-
-
-def _run(args, **kwargs):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  result = subprocess.run(args, capture_output=True, text=True, env=env,
-                          timeout=600, check=False, **kwargs)
-  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-  return result.stdout
-
-
-@pytest.fixture(scope='module')
-def export_dir(small_checkpoint, tmp_path_factory):
-  _, run_dir, _, _ = small_checkpoint
-  path = str(tmp_path_factory.mktemp('export'))
-  _run([sys.executable, os.path.join(_ROOT, 'serving', 'export_saved_model.py'),
-        '--experiment=unipercepnet_shapes',
-        f'--config_file={os.path.join(run_dir, "params.yaml")}',
-        f'--checkpoint_path={run_dir}', f'--export_dir={path}',
-        '--function_keys=image_tensor:serving_default,'
-        'image_bytes:serving_bytes,tf_example:serving_examples'])
-  return path
 
 
 def test_export_dir_holds_saved_model_checkpoint_and_params(export_dir):
@@ -95,13 +72,14 @@ def test_clean_process_reproduces_the_in_process_model(
   script = tmp_path / 'clean_room.py'
   script.write_text(_CLEAN_ROOM)
   # Outside the repository, without its path: only tensorflow and numpy.
-  stdout = _run([sys.executable, str(script),
-                 os.path.join(export_dir, 'saved_model'),
-                 str(tmp_path / 'inputs.npy'), str(tmp_path / 'out.npz')],
-                cwd=str(tmp_path))
+  stdout, _ = conftest.run_command(
+      [sys.executable, str(script), os.path.join(export_dir, 'saved_model'),
+       str(tmp_path / 'inputs.npy'), str(tmp_path / 'out.npz')],
+      cwd=str(tmp_path))
   assert 'BANNED []' in stdout
   loaded = np.load(tmp_path / 'out.npz')
-  expected = small_module.serve(tf.constant(images))
+  # In graph mode, as the SavedModel runs (eager op-by-op rounds differently).
+  expected = small_module.inference_from_image_tensors(tf.constant(images))
   assert sorted(loaded.files) == sorted(_OUTPUTS)
   assert (loaded['num_detections'] > 0).all()
   for key in ('detection_boxes', 'detection_scores'):
@@ -133,8 +111,8 @@ def test_bytes_and_example_signatures_agree(export_dir):
 
 def test_saved_model_cli_lists_the_documented_signature(export_dir):
   cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
-  stdout = _run([cli, 'show', '--all', '--dir',
-                 os.path.join(export_dir, 'saved_model')])
+  stdout, _ = conftest.run_command(
+      [cli, 'show', '--all', '--dir', os.path.join(export_dir, 'saved_model')])
   default = stdout[stdout.index("signature_def['serving_default']"):]
   default = default[:default.index('Method name')]
   assert "inputs['inputs']" in default
