@@ -1,0 +1,428 @@
+r"""Runs UniPercepNet-S on image files: COCO results JSON and annotated PNGs.
+
+  # An exported SavedModel (serving/export_saved_model.py):
+  python serving/predict.py --saved_model=EXPORT_DIR \
+      --images=photos/,more/*.jpg,one.png --output_dir=OUT
+  # Or a training checkpoint (params from the run's params.yaml):
+  python serving/predict.py --checkpoint_path=RUN --images=... --output_dir=OUT
+  # With an annotation file: COCO image ids and class names from it, and
+  # the box and mask AP of the predictions.
+  python serving/predict.py ... --annotation_file=data/shapes/val.json
+
+`--images` takes files, folders (their JPEG / PNG / BMP files) and globs,
+comma-separated. Any size; grayscale, palette and RGBA images are converted
+to RGB. Writes:
+
+  OUT/detections.json  COCO results: image_id, category_id (the dataset's),
+                       bbox [x, y, w, h], score, segmentation (RLE)
+  OUT/images.json      COCO `images` entries (id, file_name, height, width)
+  OUT/images/*.png     each image with its detections drawn (--draw)
+  OUT/grid.png         the first --grid annotated images in one PNG
+  OUT/metrics.json     with --annotation_file: the 12 box and 12 mask AP
+
+An image that cannot be read is reported with its path and reason and
+skipped; the others are still processed, and the exit status is 1.
+"""
+
+import dataclasses
+import glob
+import io
+import json
+import os
+import sys
+import time
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from pycocotools import coco
+from pycocotools import cocoeval
+from pycocotools import mask as mask_api
+from official.vision.ops import mask_ops
+from serving import export_saved_model_lib as export_lib
+from tools import visualize
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+FLAGS = flags.FLAGS
+COCO_METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1',
+                     'ARmax10', 'ARmax100', 'ARs', 'ARm', 'ARl')
+
+@dataclasses.dataclass
+class Detections:
+  """Detections of one image, in its pixels, valid ones only."""
+  boxes: np.ndarray    # [N, 4] float yxyx.
+  scores: np.ndarray   # [N].
+  classes: np.ndarray  # [N] dataset category ids.
+  masks: Optional[np.ndarray]  # [N, H, W] uint8 0/1, the image's size.
+
+
+# ---------------------------------------------------------------- inputs.
+def find_images(specs: Sequence[str]) -> Tuple[List[str], List[str]]:
+  """Expands files, folders and globs; returns (paths, error messages)."""
+  paths, errors = [], []
+  for spec in specs:
+    if os.path.isdir(spec):
+      found = sorted(
+          os.path.join(spec, name) for name in os.listdir(spec)
+          if name.lower().endswith(IMAGE_EXTENSIONS))
+      what = 'folder holds no JPEG/PNG/BMP image'
+    elif glob.has_magic(spec):
+      found = sorted(p for p in glob.glob(spec) if os.path.isfile(p))
+      what = 'pattern matches no file'
+    else:
+      found, what = [spec], ''
+    if not found:
+      errors.append(f'{spec}: {what}.')
+    paths.extend(p for p in found if p not in paths)
+  return paths, errors
+
+
+def read_image(path: str) -> np.ndarray:
+  """uint8 RGB [h, w, 3]; raises ValueError naming the file on failure."""
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert('RGB'))
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise ValueError(f'cannot read image {path}: {e}') from e
+
+
+# ------------------------------------------------------------ predictors.
+def _to_numpy_detections(outputs: Mapping[str, tf.Tensor],
+                         height: int, width: int) -> Detections:
+  """The first image of a signature's outputs, masks at the image's size."""
+  n = int(outputs['num_detections'][0])
+  boxes = outputs['detection_boxes'][0, :n].numpy()
+  masks = None
+  if 'detection_masks' in outputs:
+    masks = outputs['detection_masks'][0, :n].numpy()
+    if masks.dtype == np.uint8:  # Exported with full_size_masks.
+      masks = masks[:, :height, :width]
+    elif n == 0:
+      masks = np.zeros([0, height, width], np.uint8)
+    else:
+      # As Model Garden's COCO evaluator pastes them.
+      masks = mask_ops.paste_instance_masks(
+          masks, _yxyx_to_xywh(boxes), height, width)
+  return Detections(boxes=boxes,
+                    scores=outputs['detection_scores'][0, :n].numpy(),
+                    classes=outputs['detection_classes'][0, :n].numpy(),
+                    masks=masks)
+
+
+def _yxyx_to_xywh(boxes: np.ndarray) -> np.ndarray:
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  return np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1],
+                   boxes[:, 2] - boxes[:, 0]], axis=-1)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def _tf_example(encoded: bytes) -> bytes:
+  feature = {'image/encoded': tf.train.Feature(
+      bytes_list=tf.train.BytesList(value=[encoded]))}
+  return tf.train.Example(features=tf.train.Features(
+      feature=feature)).SerializeToString()
+
+
+Predictor = Callable[[np.ndarray], Detections]
+
+
+def saved_model_predictor(path: str,
+                          signature: str = 'serving_default') -> Predictor:
+  """Runs a signature of an exported SavedModel on one image at a time."""
+  if os.path.isdir(os.path.join(path, export_lib.SAVED_MODEL_SUBDIR)):
+    path = os.path.join(path, export_lib.SAVED_MODEL_SUBDIR)
+  if not tf.saved_model.contains_saved_model(path):
+    raise ValueError(f'{path!r} holds no SavedModel.')
+  loaded = tf.saved_model.load(path)
+  if signature not in loaded.signatures:
+    raise ValueError(f'{path} has no signature {signature!r}; it has '
+                     f'{sorted(loaded.signatures)}.')
+  fn = loaded.signatures[signature]
+  (name, spec), = fn.structured_input_signature[1].items()
+  # String inputs are encoded images or tf.Examples: tried in that order.
+  encoders = ([lambda x: x[np.newaxis]] if spec.dtype == tf.uint8 else
+              [lambda x: [_png_bytes(x)],
+               lambda x: [_tf_example(_png_bytes(x))]])
+
+  def predict(image: np.ndarray) -> Detections:
+    while True:
+      try:
+        outputs = fn(**{name: tf.constant(encoders[0](image))})
+        break
+      except tf.errors.InvalidArgumentError:
+        if len(encoders) == 1:
+          raise
+        encoders.pop(0)
+    return _to_numpy_detections(outputs, *image.shape[:2])
+
+  predict.model = loaded  # Keeps the loaded object (and its variables) alive.
+  return predict
+
+
+def checkpoint_predictor(checkpoint_path: str,
+                         params=None) -> Tuple[Predictor, object]:
+  """Runs the in-process export module of a checkpoint (EMA weights).
+
+  Args:
+    checkpoint_path: a checkpoint prefix or a training run directory.
+    params: the experiment; default: params.yaml beside the checkpoint.
+
+  Returns:
+    (predictor, the experiment params used).
+  """
+  if params is None:
+    directory = (checkpoint_path if os.path.isdir(checkpoint_path) else
+                 os.path.dirname(checkpoint_path))
+    params_file = os.path.join(directory, 'params.yaml')
+    if not os.path.exists(params_file):
+      raise ValueError(f'{params_file} not found: give --experiment (and '
+                       '--config_file) for this checkpoint.')
+    params = export_lib.load_params('unipercepnet_coco', [params_file])
+  module = export_lib.build_module(params, checkpoint_path)
+  fn = module.inference_from_image_tensors.get_concrete_function(
+      tf.TensorSpec([None, None, None, 3], tf.uint8))
+
+  def predict(image: np.ndarray) -> Detections:
+    return _to_numpy_detections(fn(tf.constant(image[np.newaxis])),
+                                *image.shape[:2])
+
+  predict.model = module
+  return predict, module.params
+
+
+# --------------------------------------------------------------- outputs.
+def coco_results(image_id: int, detections: Detections) -> List[Dict]:
+  """COCO result entries (RLE masks) of one image."""
+  results = []
+  xywh = _yxyx_to_xywh(detections.boxes)
+  for i in range(len(detections.scores)):
+    result = {'image_id': int(image_id),
+              'category_id': int(detections.classes[i]),
+              'bbox': [round(float(v), 3) for v in xywh[i]],
+              'score': round(float(detections.scores[i]), 5)}
+    if detections.masks is not None:
+      rle = mask_api.encode(np.asfortranarray(detections.masks[i]))
+      rle['counts'] = rle['counts'].decode('ascii')
+      result['segmentation'] = rle
+    results.append(result)
+  return results
+
+
+def evaluate(annotation_file: str, results: List[Dict],
+             image_ids: Sequence[int]) -> Dict[str, float]:
+  """COCO box (and mask) metrics of `results` on `image_ids`."""
+  ground_truth = coco.COCO(annotation_file)
+  metrics = {}
+  iou_types = ['bbox']
+  if results and 'segmentation' in results[0]:
+    iou_types.append('segm')
+  for iou_type in iou_types:
+    prefix = '' if iou_type == 'bbox' else 'mask_'
+    if not results:
+      metrics.update({prefix + k: 0. for k in COCO_METRIC_NAMES})
+      continue
+    evaluator = cocoeval.COCOeval(ground_truth, ground_truth.loadRes(results),
+                                  iouType=iou_type)
+    evaluator.params.imgIds = list(image_ids)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    metrics.update({prefix + k: float(v)
+                    for k, v in zip(COCO_METRIC_NAMES, evaluator.stats)})
+  return metrics
+
+
+def _annotation_index(annotation_file: str):
+  """(file name -> image id, category id -> name) of a COCO file."""
+  with open(annotation_file) as f:
+    data = json.load(f)
+  ids = {os.path.basename(i['file_name']): int(i['id'])
+         for i in data.get('images', [])}
+  names = {int(c['id']): c['name'] for c in data.get('categories', [])}
+  return ids, names
+
+
+def _unique_png_name(path: str, used: set) -> str:
+  stem = os.path.splitext(os.path.basename(path))[0]
+  name, k = stem + '.png', 1
+  while name in used:
+    name, k = f'{stem}_{k}.png', k + 1
+  used.add(name)
+  return name
+
+
+def run(predictor: Predictor,
+        paths: Sequence[str],
+        output_dir: str,
+        annotation_file: Optional[str] = None,
+        class_names: Optional[Mapping[int, str]] = None,
+        draw: bool = True,
+        grid: int = 0,
+        grid_columns: int = 4,
+        draw_scale: float = 1.,
+        score_threshold: float = 0.3,
+        log: Callable[[str], None] = print) -> Dict:
+  """Predicts every image, writes the outputs; returns a summary.
+
+  Returns:
+    {'images': processed count, 'errors': messages of skipped images,
+     'detections': count, 'metrics': COCO metrics or None, 'seconds'}.
+  """
+  os.makedirs(output_dir, exist_ok=True)
+  if draw:
+    os.makedirs(os.path.join(output_dir, 'images'), exist_ok=True)
+  file_ids, names = {}, dict(class_names or {})
+  if annotation_file:
+    file_ids, annotated_names = _annotation_index(annotation_file)
+    names.update(annotated_names)
+  results, images, errors, canvases, used = [], [], [], [], set()
+  # Images not in the annotation file (or without one) are numbered after
+  # its ids.
+  evaluated, first_free_id = [], max(file_ids.values(), default=0)
+  start = time.time()
+  every = max(1, len(paths) // 20)
+  for index, path in enumerate(paths, 1):
+    try:
+      image = read_image(path)
+    except ValueError as e:
+      errors.append(str(e))
+      log(f'ERROR {e}')
+      continue
+    image_id = file_ids.get(os.path.basename(path))
+    if image_id is not None:
+      evaluated.append(image_id)
+    else:
+      if annotation_file:
+        errors.append(f'{path} is not in {annotation_file}; not evaluated.')
+        log(f'WARNING {errors[-1]}')
+      image_id = first_free_id + index
+    detections = predictor(image)
+    results.extend(coco_results(image_id, detections))
+    images.append({'id': image_id, 'file_name': path,
+                   'height': image.shape[0], 'width': image.shape[1]})
+    if draw or len(canvases) < grid:
+      canvas = visualize.draw_detections(
+          image, detections.boxes, detections.classes, detections.scores,
+          masks=detections.masks, class_names=names,
+          score_threshold=score_threshold, scale=draw_scale,
+          mask_type='image')
+      if draw:
+        visualize.save_png(os.path.join(output_dir, 'images',
+                                        _unique_png_name(path, used)), canvas)
+      if len(canvases) < grid:
+        canvases.append(canvas)
+    if index % every == 0 or index == len(paths):
+      elapsed = time.time() - start
+      log(f'[{index}/{len(paths)}] {len(results)} detections, '
+          f'{elapsed / index:.3f} s/image')
+  with open(os.path.join(output_dir, 'detections.json'), 'w') as f:
+    json.dump(results, f)
+  with open(os.path.join(output_dir, 'images.json'), 'w') as f:
+    json.dump(images, f, indent=1)
+  if canvases:
+    visualize.save_png(os.path.join(output_dir, 'grid.png'),
+                       visualize.make_grid(canvases, grid_columns))
+  metrics = None
+  if evaluated:
+    metrics = evaluate(annotation_file, results, evaluated)
+    with open(os.path.join(output_dir, 'metrics.json'), 'w') as f:
+      json.dump(metrics, f, indent=1, sort_keys=True)
+  return {'images': len(images), 'errors': errors, 'detections': len(results),
+          'metrics': metrics, 'seconds': time.time() - start}
+
+
+def define_flags():
+  """The command's flags (defined only when run as a script)."""
+  flags.DEFINE_string(
+      'saved_model', None, 'An export directory (or its saved_model/).')
+  flags.DEFINE_string(
+      'signature', 'serving_default', 'Signature of the SavedModel to run.')
+  flags.DEFINE_string(
+      'checkpoint_path', None,
+      'Instead of --saved_model: a checkpoint prefix or a training run '
+      'directory (its latest checkpoint, with the EMA weights).')
+  flags.DEFINE_string(
+      'experiment', None, 'With --checkpoint_path: the experiment; default: '
+      "the run's params.yaml.")
+  flags.DEFINE_multi_string(
+      'config_file', None, 'With --experiment: YAML overrides.')
+  flags.DEFINE_string(
+      'params_override', '', 'With --experiment: an override string.')
+  flags.DEFINE_list(
+      'images', None, 'Image files, folders or globs, comma-separated.')
+  flags.DEFINE_string('output_dir', None, 'Output directory.')
+  flags.DEFINE_string(
+      'annotation_file', None,
+      'COCO annotations of these images: image ids, class names, evaluation.')
+  flags.DEFINE_bool('draw', True, 'Write annotated PNGs.')
+  flags.DEFINE_integer(
+      'grid', 0, 'Also draw the first N images into OUT/grid.png.')
+  flags.DEFINE_integer('grid_columns', 4, 'Columns of the grid.')
+  flags.DEFINE_float('draw_scale', 1., 'Scale of the drawings.')
+  flags.DEFINE_float(
+      'score_threshold', 0.3, 'Smallest score drawn (the JSON keeps all).')
+
+
+def main(_):
+  if bool(FLAGS.saved_model) == bool(FLAGS.checkpoint_path):
+    raise app.UsageError('Give one of --saved_model and --checkpoint_path.')
+  paths, errors = find_images(FLAGS.images)
+  for error in errors:
+    print(f'ERROR {error}', file=sys.stderr)
+  if not paths:
+    raise app.UsageError('--images matches no image.')
+  params = None
+  if FLAGS.saved_model:
+    predictor = saved_model_predictor(FLAGS.saved_model, FLAGS.signature)
+    for directory in (FLAGS.saved_model, os.path.dirname(
+        os.path.normpath(FLAGS.saved_model))):
+      params_file = os.path.join(directory, 'params.yaml')
+      if os.path.exists(params_file):  # The export's, for class names.
+        params = export_lib.load_params('unipercepnet_coco', [params_file])
+        break
+  else:
+    if FLAGS.experiment:
+      params = export_lib.load_params(FLAGS.experiment, FLAGS.config_file,
+                                      FLAGS.params_override)
+    predictor, params = checkpoint_predictor(FLAGS.checkpoint_path, params)
+  class_names = None
+  if params and params.task.annotation_file and os.path.exists(
+      params.task.annotation_file):
+    class_names = _annotation_index(params.task.annotation_file)[1]
+  print(f'Predicting {len(paths)} images into {FLAGS.output_dir}.')
+  summary = run(predictor, paths, FLAGS.output_dir,
+                annotation_file=FLAGS.annotation_file,
+                class_names=class_names, draw=FLAGS.draw, grid=FLAGS.grid,
+                grid_columns=FLAGS.grid_columns, draw_scale=FLAGS.draw_scale,
+                score_threshold=FLAGS.score_threshold,
+                log=lambda m: print(m, flush=True))
+  print(f'{summary["images"]} images, {summary["detections"]} detections in '
+        f'{summary["seconds"]:.1f} s: {FLAGS.output_dir}/detections.json')
+  if summary['metrics']:
+    m = summary['metrics']
+    line = f'COCO box AP {m["AP"]:.3f} (AP50 {m["AP50"]:.3f})'
+    if 'mask_AP' in m:
+      line += f', mask AP {m["mask_AP"]:.3f} (AP50 {m["mask_AP50"]:.3f})'
+    print(line)
+  errors += summary['errors']
+  if errors:
+    print(f'{len(errors)} problem(s):', *errors, sep='\n  ', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  define_flags()
+  flags.mark_flags_as_required(['images', 'output_dir'])
+  app.run(main)

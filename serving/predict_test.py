@@ -1,0 +1,196 @@
+"""Tests of serving/predict.py: inputs, outputs, errors, the command."""
+
+import json
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+from pycocotools import coco
+from pycocotools import mask as mask_api
+import pytest
+import tensorflow as tf
+
+from dataloaders import shapes_dataset
+from serving import conftest
+from serving import predict
+
+
+def _write(path, array, **kwargs):
+  Image.fromarray(array).save(path, **kwargs)
+  return str(path)
+
+
+def test_find_images_expands_folders_and_globs(tmp_path):
+  folder = tmp_path / 'pics'
+  folder.mkdir()
+  image = conftest.random_image(8, 8)
+  a = _write(folder / 'a.png', image)
+  b = _write(folder / 'b.JPG', image, format='JPEG')
+  (folder / 'notes.txt').write_text('not an image')
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  paths, errors = predict.find_images(
+      [str(folder), str(folder / '*.png'), str(tmp_path / 'none*.png'),
+       str(empty), str(tmp_path / 'missing.png')])
+  # Duplicates once; a plain path is kept (its read reports it).
+  assert paths == [a, b, str(tmp_path / 'missing.png')]
+  assert len(errors) == 2
+  assert 'none*.png: pattern matches no file' in errors[0]
+  assert 'empty: folder holds no' in errors[1]
+
+
+def test_read_image_gives_rgb_for_gray_rgba_palette_and_jpeg(tmp_path):
+  gray = conftest.random_image(6, 9)[..., 0]
+  rgba = np.dstack([conftest.random_image(6, 9), np.full([6, 9], 9, np.uint8)])
+  palette = Image.fromarray(gray).convert('P')
+  palette.save(tmp_path / 'p.png')
+  images = {
+      'gray': predict.read_image(_write(tmp_path / 'g.png', gray)),
+      'rgba': predict.read_image(_write(tmp_path / 'r.png', rgba)),
+      'palette': predict.read_image(str(tmp_path / 'p.png')),
+      'jpeg': predict.read_image(_write(tmp_path / 'j.jpg', gray,
+                                        format='JPEG', quality=100)),
+  }
+  for name, image in images.items():
+    assert image.shape == (6, 9, 3) and image.dtype == np.uint8, name
+  np.testing.assert_array_equal(images['gray'], np.dstack([gray] * 3))
+  np.testing.assert_array_equal(images['rgba'], rgba[..., :3])
+  assert np.abs(images['jpeg'].astype(int) - gray[..., None]).max() <= 3
+
+
+def test_read_image_names_the_bad_file(tmp_path):
+  bad = tmp_path / 'broken.png'
+  bad.write_bytes(b'\x89PNG\r\n\x1a\n garbage')
+  with pytest.raises(ValueError, match='cannot read image .*broken.png'):
+    predict.read_image(str(bad))
+  with pytest.raises(ValueError, match='missing.jpg'):
+    predict.read_image(str(tmp_path / 'missing.jpg'))
+
+
+@pytest.fixture(scope='module')
+def shapes_split(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('shapes'))
+  shapes_dataset.generate_split(path, 'val', num_images=6, image_size=64,
+                                seed=3)
+  return path
+
+
+def _ground_truth_predictor(shapes_dir):
+  """Returns each image's ground truth as its detections."""
+  ground_truth = coco.COCO(os.path.join(shapes_dir, 'val.json'))
+  by_pixels = {}
+  for image_id, info in ground_truth.imgs.items():
+    path = os.path.join(shapes_dir, 'val', 'images', info['file_name'])
+    anns = ground_truth.loadAnns(ground_truth.getAnnIds(imgIds=[image_id]))
+    x, y, w, h = (np.array([a['bbox'] for a in anns]).reshape(-1, 4).T)
+    by_pixels[predict.read_image(path).tobytes()] = predict.Detections(
+        boxes=np.stack([y, x, y + h, x + w], -1),
+        scores=np.linspace(0.9, 0.8, len(anns)),
+        classes=np.array([a['category_id'] for a in anns]),
+        masks=np.array([ground_truth.annToMask(a) for a in anns]).reshape(
+            len(anns), info['height'], info['width']))
+  return lambda image: by_pixels[image.tobytes()]
+
+
+def test_run_writes_coco_results_and_scores_perfect_predictions(
+    shapes_split, tmp_path):
+  images = os.path.join(shapes_split, 'val', 'images')
+  broken = tmp_path / 'broken.jpg'
+  broken.write_bytes(b'not a jpeg')
+  paths, _ = predict.find_images([images])
+  paths.insert(2, str(broken))
+  logged = []
+  summary = predict.run(
+      _ground_truth_predictor(shapes_split), paths, str(tmp_path / 'out'),
+      annotation_file=os.path.join(shapes_split, 'val.json'), grid=4,
+      log=logged.append)
+  # The unreadable image is named, the other six are done.
+  assert summary['images'] == 6
+  assert len(summary['errors']) == 1 and 'broken.jpg' in summary['errors'][0]
+  assert any('ERROR' in m and 'broken.jpg' in m for m in logged)
+  assert summary['metrics']['AP'] == pytest.approx(1.0)
+  assert summary['metrics']['mask_AP'] == pytest.approx(1.0)
+  with open(os.path.join(shapes_split, 'val.json')) as f:
+    annotations = json.load(f)['annotations']
+  with open(tmp_path / 'out' / 'detections.json') as f:
+    results = json.load(f)
+  assert len(results) == len(annotations)
+  first = min(annotations, key=lambda a: (a['image_id'], a['id']))
+  result = [r for r in results if r['image_id'] == first['image_id']][0]
+  np.testing.assert_allclose(result['bbox'], first['bbox'], atol=1e-3)
+  assert result['category_id'] == first['category_id']
+  decoded = mask_api.decode(dict(result['segmentation'],
+                                 counts=result['segmentation']['counts']))
+  assert decoded.shape == (64, 64) and decoded.sum() == pytest.approx(
+      first['area'], rel=0.01)
+  assert sorted(os.listdir(tmp_path / 'out' / 'images')) == sorted(
+      os.path.splitext(os.path.basename(p))[0] + '.png'
+      for p in paths if p != str(broken))
+  assert os.path.exists(tmp_path / 'out' / 'grid.png')
+  with open(tmp_path / 'out' / 'metrics.json') as f:
+    assert len(json.load(f)) == 24
+
+
+def test_command_on_a_saved_model_goes_on_past_a_bad_image(
+    export_dir, small_checkpoint, tmp_path):
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  _write(folder / 'wide.png', conftest.random_image(40, 90, seed=4))
+  _write(folder / 'gray.jpg', conftest.random_image(50, 30)[..., 0],
+         format='JPEG')
+  (folder / 'zz_bad.png').write_bytes(b'broken')
+  out = tmp_path / 'out'
+  stdout, stderr = conftest.run_command(
+      [sys.executable, os.path.join(conftest.ROOT, 'serving', 'predict.py'),
+       f'--saved_model={export_dir}', f'--images={folder}',
+       f'--output_dir={out}'], expect_status=1)
+  assert 'zz_bad.png' in stdout + stderr
+  assert '2 images' in stdout
+  with open(out / 'images.json') as f:
+    images = json.load(f)
+  assert [os.path.basename(i['file_name']) for i in images] == [
+      'gray.jpg', 'wide.png']
+  assert (images[1]['height'], images[1]['width']) == (40, 90)
+  with open(out / 'detections.json') as f:
+    results = json.load(f)
+  assert results and {r['category_id'] for r in results} <= set(
+      conftest.CATEGORY_IDS)
+  # The checkpoint gives the same detections in-process.
+  _, run_dir, _, _ = small_checkpoint
+  from_checkpoint, _ = predict.checkpoint_predictor(run_dir)
+  from_saved_model = predict.saved_model_predictor(export_dir)
+  image = predict.read_image(str(folder / 'wide.png'))
+  a, b = from_checkpoint(image), from_saved_model(image)
+  np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+  np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+  assert a.masks.shape == (len(a.scores), 40, 90)
+
+
+def test_signature_outputs_become_image_sized_masks():
+  boxes = np.array([[[10., 20., 30., 50.], [0., 0., 0., 0.]]], np.float32)
+  outputs = {
+      'num_detections': np.array([1]),
+      'detection_boxes': boxes,
+      'detection_scores': np.array([[0.9, 0.]], np.float32),
+      'detection_classes': np.array([[4, 0]], np.int32),
+  }
+  as_tensors = lambda d: {k: tf.constant(v) for k, v in d.items()}
+  # Full-size uint8 masks (padded to the batch's largest image) are cut to
+  # the image; box probabilities are pasted into it.
+  full = np.zeros([1, 2, 50, 70], np.uint8)
+  full[0, 0, 10:30, 20:50] = 1
+  cut = predict._to_numpy_detections(  # pylint: disable=protected-access
+      as_tensors(dict(outputs, detection_masks=full)), 40, 60)
+  assert cut.masks.shape == (1, 40, 60) and cut.masks.sum() == 20 * 30
+  np.testing.assert_array_equal(cut.classes, [4])
+  probs = np.ones([1, 2, 28, 28], np.float32)
+  pasted = predict._to_numpy_detections(  # pylint: disable=protected-access
+      as_tensors(dict(outputs, detection_masks=probs)), 40, 60)
+  assert pasted.masks.shape == (1, 40, 60) and pasted.masks.dtype == np.uint8
+  # Model Garden's pasting (as its COCO evaluator's) fills the box to within
+  # a pixel.
+  rows, cols = np.nonzero(pasted.masks[0])
+  assert 9 <= rows.min() <= 11 and 29 <= rows.max() <= 30
+  assert 19 <= cols.min() <= 21 and 49 <= cols.max() <= 50
+  assert abs(pasted.masks.sum() - 20 * 30) <= 20 + 30
