@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: sets up .venv, generates the built-in shapes dataset, trains
 # UniPercepNet-S (unipercepnet_shapes) from scratch on it, evaluates COCO box
-# and mask AP on its val split and draws predictions on val images.
+# and mask AP on its val split, exports a SavedModel, and runs it on the val
+# images (COCO results, AP, annotated PNGs).
 #   RUN_DIR (default runs/shapes_demo) and DATA_DIR (default data/shapes)
 #   may be set; an existing RUN_DIR is replaced.
 set -euo pipefail
@@ -13,10 +14,10 @@ DATA_DIR=${DATA_DIR:-data/shapes}
 RUN_DIR=${RUN_DIR:-runs/shapes_demo}
 PY=.venv/bin/python
 
-echo "== 1/3 Built-in dataset -> $DATA_DIR"
+echo "== 1/4 Built-in dataset -> $DATA_DIR"
 $PY dataloaders/shapes_dataset.py --output_dir="$DATA_DIR"
 
-echo "== 2/3 Training unipercepnet_shapes from scratch, then COCO evaluation"
+echo "== 2/4 Training unipercepnet_shapes from scratch, then COCO evaluation"
 echo "   (progress every 25 steps; full log in $RUN_DIR/train.log)"
 rm -rf "$RUN_DIR"
 mkdir -p "$RUN_DIR"
@@ -32,9 +33,29 @@ if ! $PY train.py --experiment=unipercepnet_shapes --mode=train_and_eval \
   exit 1
 fi
 
-echo "== 3/3 Predictions on val images"
-$PY tools/show_predictions.py --model_dir="$RUN_DIR" \
-    --images="$DATA_DIR/val/images/*.png" --output="$RUN_DIR/val_predictions.png" \
-    2>> "$RUN_DIR/train.log"
+echo "== 3/4 SavedModel export -> $RUN_DIR/export"
+if ! $PY serving/export_saved_model.py --experiment=unipercepnet_shapes \
+    --config_file="$RUN_DIR/params.yaml" --checkpoint_path="$RUN_DIR" \
+    --export_dir="$RUN_DIR/export" 2> "$RUN_DIR/export.log"; then
+  echo "Export failed; the end of $RUN_DIR/export.log:" >&2
+  tail -n 30 "$RUN_DIR/export.log" >&2
+  exit 1
+fi
+
+echo "== 4/4 The SavedModel on the val images -> $RUN_DIR/predictions"
+$PY serving/predict.py --saved_model="$RUN_DIR/export" \
+    --images="$DATA_DIR/val/images" --annotation_file="$DATA_DIR/val.json" \
+    --output_dir="$RUN_DIR/predictions" --grid=12 --draw_scale=3 \
+    2>> "$RUN_DIR/export.log" | grep -E "^\[|images,|^COCO"
+$PY - "$RUN_DIR" <<'PY'
+import json, os, sys
+run = sys.argv[1]
+evaluated = json.load(open(os.path.join(run, 'eval_metrics.json')))
+served = json.load(open(os.path.join(run, 'predictions', 'metrics.json')))
+for key, name in (('AP', 'box'), ('mask_AP', 'mask')):
+  print(f'   {name} AP: SavedModel {served[key]:.3f}, '
+        f'train_and_eval {evaluated[key]:.3f}')
+print(f'   drawn: {os.path.join(run, "predictions", "grid.png")}')
+PY
 
 echo "Done in $(( $(date +%s) - start )) s."
