@@ -56,9 +56,8 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from pycocotools import mask as mask_lib
-import tensorflow as tf
 
-from official.vision.data import create_coco_tf_record
+from dataloaders import coco_tfrecord
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 CATEGORIES = {1: 'circle', 2: 'square', 4: 'triangle'}
@@ -226,17 +225,6 @@ def render_image(
   return image, instances, stats
 
 
-def uncompressed_rle(mask: np.ndarray) -> Dict[str, Any]:
-  """Column-major uncompressed RLE, as pycocotools.frPyObjects accepts it."""
-  flat = np.asarray(mask, dtype=np.uint8).ravel(order='F')
-  change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-  bounds = np.concatenate([[0], change, [flat.size]])
-  counts = np.diff(bounds).tolist()
-  if flat[0]:
-    counts = [0] + counts
-  return {'counts': counts, 'size': list(mask.shape)}
-
-
 def _annotation(mask: np.ndarray, category_id: int, image_id: int,
                 ann_id: int) -> Dict[str, Any]:
   """COCO annotation of one visible mask (compressed RLE, tight bbox)."""
@@ -253,56 +241,6 @@ def _annotation(mask: np.ndarray, category_id: int, image_id: int,
       'bbox': [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
       'iscrowd': 0,
   }
-
-
-def _write_tfrecords(coco: Dict[str, Any], image_dir: str, output_prefix: str,
-                     num_shards: int) -> List[str]:
-  """Writes the split with Model Garden's `create_tf_example`.
-
-  Its mask encoder only handles polygons (iscrowd 0) or uncompressed RLE, so
-  each annotation is handed over with its visible mask as a one-element list
-  of uncompressed RLE; the decoded mask is identical to the JSON's RLE. The
-  converter labels every image 'jpg'; `image/format` is corrected to 'png'.
-  Examples are serialised deterministically, round-robin over the shards,
-  as `tfrecord_lib.write_tf_record_dataset` does.
-
-  Args:
-    coco: the split's COCO dict.
-    image_dir: directory holding the split's PNGs.
-    output_prefix: path prefix of the shards.
-    num_shards: number of shards.
-
-  Returns:
-    The shard paths.
-  """
-  id_to_name = {c['id']: c['name'] for c in coco['categories']}
-  by_image = {image['id']: [] for image in coco['images']}
-  for ann in coco['annotations']:
-    rle = dict(ann['segmentation'])
-    rle['counts'] = rle['counts'].encode('ascii')
-    visible = mask_lib.decode(rle)
-    by_image[ann['image_id']].append(
-        dict(ann, segmentation=[uncompressed_rle(visible)]))
-
-  paths = [f'{output_prefix}-{i:05d}-of-{num_shards:05d}.tfrecord'
-           for i in range(num_shards)]
-  writers = [tf.io.TFRecordWriter(p) for p in paths]
-  try:
-    for idx, image in enumerate(coco['images']):
-      example, num_skipped = create_coco_tf_record.create_tf_example(
-          image, [image_dir], bbox_annotations=by_image[image['id']],
-          id_to_name_map=id_to_name, include_masks=True)
-      if num_skipped:
-        raise ValueError(f'Converter skipped {num_skipped} annotations of '
-                         f'image {image["id"]}.')
-      fmt = example.features.feature['image/format'].bytes_list.value
-      fmt[:] = [b'png']
-      writers[idx % num_shards].write(
-          example.SerializeToString(deterministic=True))
-  finally:
-    for writer in writers:
-      writer.close()
-  return paths
 
 
 def generate_split(output_dir: str, split: str, num_images: int,
@@ -345,8 +283,8 @@ def generate_split(output_dir: str, split: str, num_images: int,
   json_path = os.path.join(output_dir, f'{split}.json')
   with open(json_path, 'w') as f:
     json.dump(coco, f, sort_keys=True)
-  tfrecords = _write_tfrecords(coco, image_dir,
-                               os.path.join(output_dir, split), num_shards)
+  tfrecords = coco_tfrecord.write_tfrecords(
+      coco, image_dir, os.path.join(output_dir, split), num_shards)
   return {'image_dir': image_dir, 'json': json_path, 'tfrecords': tfrecords,
           'stats': stats}
 

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from configs import unipercepnet as unipercepnet_cfg
+from dataloaders import coco_tfrecord
 from dataloaders import shapes_dataset
 from dataloaders import unipercepnet_input
 from official.vision.data import create_coco_tf_record
@@ -43,7 +44,7 @@ def _serialized_example(tmp_path, image, instances, image_id=1):
   anns = []
   for k, (category_id, mask, is_crowd) in enumerate(instances):
     ys, xs = np.nonzero(mask)
-    rle = shapes_dataset.uncompressed_rle(mask)
+    rle = coco_tfrecord.uncompressed_rle(mask)
     anns.append({
         'id': k + 1, 'image_id': image_id, 'category_id': category_id,
         'bbox': [int(xs.min()), int(ys.min()),
