@@ -268,33 +268,37 @@ def recipe_optimization(steps_per_epoch: int,
   })
 
 
-def _coco_experiment(model: UniPercepNet,
-                     epochs: int = 36,
-                     cosine_start_epoch: int = 20,
-                     stage2_epoch: int = 12,
-                     train_batch_size: int = 16,
-                     eval_batch_size: int = 8) -> cfg.ExperimentConfig:
-  steps_per_epoch = COCO_TRAIN_EXAMPLES // train_batch_size
+def _dataset_experiment(model: UniPercepNet,
+                        data_dir: str,
+                        annotation_file: str,
+                        train_examples: int,
+                        val_examples: int,
+                        epochs: int = 36,
+                        cosine_start_epoch: int = 20,
+                        stage2_epoch: int = 12,
+                        train_batch_size: int = 16,
+                        eval_batch_size: int = 8) -> cfg.ExperimentConfig:
+  """The paper's recipe on TFRecords `data_dir/train*` and `data_dir/val*`."""
+  steps_per_epoch = train_examples // train_batch_size
   return cfg.ExperimentConfig(
       runtime=cfg.RuntimeConfig(mixed_precision_dtype='float32'),
       task=UniPercepNetTask(
-          annotation_file=os.path.join(COCO_INPUT_PATH_BASE,
-                                       'instances_val2017.json'),
+          annotation_file=annotation_file,
           steps_per_epoch=steps_per_epoch,
           model=model,
           train_data=DataConfig(
-              input_path=os.path.join(COCO_INPUT_PATH_BASE, 'train*'),
+              input_path=os.path.join(data_dir, 'train*'),
               is_training=True,
               global_batch_size=train_batch_size,
               parser=Parser(stage2_epoch=stage2_epoch)),
           validation_data=DataConfig(
-              input_path=os.path.join(COCO_INPUT_PATH_BASE, 'val*'),
+              input_path=os.path.join(data_dir, 'val*'),
               is_training=False,
               global_batch_size=eval_batch_size,
               drop_remainder=False)),
       trainer=cfg.TrainerConfig(
           train_steps=epochs * steps_per_epoch,
-          validation_steps=-(-COCO_VAL_EXAMPLES // eval_batch_size),
+          validation_steps=-(-val_examples // eval_batch_size),
           validation_interval=steps_per_epoch,
           steps_per_loop=500,
           summary_interval=500,
@@ -305,6 +309,14 @@ def _coco_experiment(model: UniPercepNet,
           'task.train_data.is_training != None',
           'task.validation_data.is_training != None',
       ])
+
+
+def _coco_experiment(model: UniPercepNet) -> cfg.ExperimentConfig:
+  """COCO 2017 as `scripts/prepare_coco.sh` writes it to `coco/`."""
+  return _dataset_experiment(
+      model, COCO_INPUT_PATH_BASE,
+      os.path.join(COCO_INPUT_PATH_BASE, 'instances_val2017.json'),
+      COCO_TRAIN_EXAMPLES, COCO_VAL_EXAMPLES)
 
 
 @exp_factory.register_config_factory('unipercepnet_coco')
@@ -321,6 +333,32 @@ def unipercepnet_r50_coco() -> cfg.ExperimentConfig:
           type='ca_resnet',
           ca_resnet=backbones.CAResNet(model_id=50, channel_attention=True)))
   return _coco_experiment(model)
+
+
+# BDD100K instance segmentation as `dataloaders/bdd100k.py` writes it: 7k
+# train / 1k val images of 1280x720, 8 classes with BDD100K's ids 1..8.
+BDD100K_INPUT_PATH_BASE = 'bdd100k_ins_seg'
+BDD100K_TRAIN_EXAMPLES = 7000
+BDD100K_VAL_EXAMPLES = 1000
+BDD100K_CATEGORIES = ('pedestrian', 'rider', 'car', 'truck', 'bus', 'train',
+                      'motorcycle', 'bicycle')
+
+
+@exp_factory.register_config_factory('unipercepnet_bdd100k')
+def unipercepnet_bdd100k() -> cfg.ExperimentConfig:
+  """RegNetX-4.0GF + channel attention + SAM, BDD100K, 3x (36 epochs).
+
+  BDD100K's resolution: 1280x720 images read at 1280x736 (the height padded
+  to a multiple of 32), so the recipe's resize-to-fit keeps scale 1.
+  """
+  model = UniPercepNet(num_classes=len(BDD100K_CATEGORIES),
+                       input_size=[736, 1280, 3])
+  config = _dataset_experiment(
+      model, BDD100K_INPUT_PATH_BASE,
+      os.path.join(BDD100K_INPUT_PATH_BASE, 'val.json'),
+      BDD100K_TRAIN_EXAMPLES, BDD100K_VAL_EXAMPLES)
+  config.task.category_ids = list(range(1, len(BDD100K_CATEGORIES) + 1))
+  return config
 
 
 # The built-in synthetic dataset (dataloaders/shapes_dataset.py), written by

@@ -54,3 +54,26 @@ def test_custom_dataset_yaml_points_an_experiment_at_new_files():
   assert params.task.train_data.input_path == 'DATA/train-*'
   assert params.task.validation_data.input_path == 'DATA/val-*'
   assert params.trainer.train_steps == 36 * params.task.steps_per_epoch
+
+
+def test_bdd100k_experiment_is_the_papers_3x_recipe_at_bdd100k_resolution():
+  params = exp_factory.get_exp_config('unipercepnet_bdd100k')
+  task = params.task
+  assert task.model.num_classes == 8
+  assert task.category_ids == [1, 2, 3, 4, 5, 6, 7, 8]
+  # 1280x720 images, height padded to a multiple of 32.
+  assert task.model.input_size == [736, 1280, 3]
+  assert task.model.backbone.regnet.model_id == 'regnetx_4.0gf'
+  assert task.model.backbone.regnet.channel_attention
+  assert task.model.mask_head.spatial_attention
+  assert task.steps_per_epoch == 7000 // 16 == 437
+  assert params.trainer.train_steps == 36 * 437
+  assert params.trainer.validation_steps == 125  # 1000 val images / 8
+  assert task.train_data.parser.stage2_epoch == 12
+  assert task.losses.initial_epochs == 4
+  boundaries = params.trainer.optimizer_config.learning_rate.get().boundaries
+  assert boundaries[1:3] == [20 * 437, 36 * 437]
+  assert task.annotation_file == os.path.join('bdd100k_ins_seg', 'val.json')
+  assert task.train_data.input_path == os.path.join('bdd100k_ins_seg',
+                                                    'train*')
+  params.validate()
