@@ -2,8 +2,12 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_api
 import pytest
 import tensorflow as tf
 import tf_keras
@@ -13,7 +17,10 @@ from official.core import task_factory
 from official.core import train_lib
 from official.modeling import performance
 import registry_imports  # pylint: disable=unused-import
+from dataloaders import bdd100k
 from dataloaders import shapes_dataset
+
+_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(scope='module')
@@ -130,3 +137,86 @@ def test_mixed_precision_policy_is_honoured(shapes_dir):
     assert outputs['detection_boxes'].dtype == tf.float32
   finally:
     tf_keras.mixed_precision.set_global_policy('float32')
+
+
+def _bdd100k_fixture(root, split, num_images, seed):
+  """Scalabel frames with RLE masks (cars, pedestrians, a crowd, an ignored
+  'other vehicle'), converted as dataloaders/bdd100k.py does."""
+  rng = np.random.default_rng(seed)
+  image_dir = os.path.join(root, 'images', split)
+  os.makedirs(image_dir)
+  frames = []
+  for i in range(num_images):
+    pixels = np.full((64, 96, 3), 90, np.uint8)
+    labels = []
+    for k, category in enumerate(('car', 'person', 'car', 'other vehicle')):
+      y0, x0 = rng.integers(0, 32), rng.integers(0, 64)
+      mask = np.zeros((64, 96), np.uint8)
+      mask[y0:y0 + 24, x0:x0 + 28] = 1
+      pixels[mask > 0] = (200, 40, 40) if category == 'car' else (40, 40, 200)
+      rle = mask_api.encode(np.asfortranarray(mask))
+      labels.append({'id': str(k), 'category': category,
+                     'attributes': {'crowd': k == 2},
+                     'rle': {'counts': rle['counts'].decode('ascii'),
+                             'size': [64, 96]}})
+    name = f'{split}{i:03d}.jpg'
+    Image.fromarray(pixels).save(os.path.join(image_dir, name), quality=95)
+    frames.append({'name': name, 'labels': labels})
+  coco, problems = bdd100k.scalabel_to_coco(frames, image_dir)
+  assert not problems
+  return bdd100k.write_split(coco, image_dir, root, split)
+
+
+@pytest.mark.slow
+def test_bdd100k_experiment_trains_and_evaluates_a_converted_fixture(
+    tmp_path):
+  data = str(tmp_path / 'bdd')
+  os.makedirs(data)
+  _bdd100k_fixture(data, 'train', 8, seed=0)
+  val = _bdd100k_fixture(data, 'val', 4, seed=1)
+  # The experiment as it is, at a size a test can afford.
+  config = tmp_path / 'small.yaml'
+  config.write_text(f"""
+task:
+  model:
+    input_size: [64, 96, 3]
+    anchor: {{scales: [1.0, 2.0]}}
+    backbone: {{regnet: {{model_id: regnetx_200mf}}}}
+    decoder: {{dilated_encoder: {{num_filters: 32, bottleneck_filters: 16}}}}
+    head: {{num_stacked_convs: 2, num_filters: 32, attention_channels: 8,
+            branch_channels: 8}}
+    mask_head: {{num_convs: 1, num_filters: 16}}
+  annotation_file: {val['json']}
+  steps_per_epoch: 2
+  losses: {{initial_epochs: 1, mask_targets: {{num_mask_rois: 4}}}}
+  train_data:
+    input_path: {data}/train-*
+    global_batch_size: 2
+    parser: {{stage2_epoch: 1, mosaic_tile_size: 64}}
+  validation_data:
+    input_path: {data}/val-*
+    global_batch_size: 2
+trainer:
+  train_steps: 4
+  validation_steps: 2
+  validation_interval: 4
+  steps_per_loop: 2
+  summary_interval: 2
+  checkpoint_interval: 4
+  optimizer_config: {{warmup: {{linear: {{warmup_steps: 1}}}}}}
+""")
+  model_dir = str(tmp_path / 'run')
+  result = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, 'train.py'),
+       '--experiment=unipercepnet_bdd100k', '--mode=train_and_eval',
+       f'--model_dir={model_dir}', f'--config_file={config}'],
+      cwd=_ROOT, capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert 'Evaluation at step 4' in result.stdout, result.stdout
+  with open(os.path.join(model_dir, 'eval_metrics.json')) as f:
+    metrics = json.load(f)
+  assert metrics['global_step'] == 4
+  assert len([k for k in metrics if k != 'global_step']) == 24
+  assert 0. <= metrics['AP'] <= 1. and 0. <= metrics['mask_AP'] <= 1.
+  with open(os.path.join(model_dir, 'params.yaml')) as f:
+    assert 'regnetx_200mf' in f.read()
