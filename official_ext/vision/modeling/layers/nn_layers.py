@@ -120,27 +120,75 @@ class SpatialAttention(tf_keras.layers.Layer):
     return dict(list(super().get_config().items()) + list(config.items()))
 
 
+_NATIVE_GROUPED_CONV = None
+
+
+def native_grouped_conv_supported() -> bool:
+  """Whether this CPU build runs a grouped `Conv2D` op and its gradients.
+
+  TensorFlow's oneDNN kernels (on by default on x86 Linux) do; the plain
+  Eigen kernels do not. Probed once, eagerly, on a tiny input.
+  """
+  global _NATIVE_GROUPED_CONV
+  if _NATIVE_GROUPED_CONV is None:
+    # Eagerly (init_scope also stops gradient tapes: the backprop ops are
+    # called directly). Ones in, 2 groups of 2 channels, a 3x3 map: every
+    # sum is 2 channels x 49 (valid 3x3 neighbourhoods) x 4 channels.
+    with tf.init_scope(), tf.device('cpu:0'):
+      try:
+        x = tf.ones([1, 3, 3, 4])
+        kernel = tf.ones([3, 3, 2, 4])
+        y = tf.nn.conv2d(x, kernel, 1, 'SAME')
+        strides = [1, 1, 1, 1]
+        dx = tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=[1, 3, 3, 4], filter=kernel, out_backprop=y * 0 + 1,
+            strides=strides, padding='SAME')
+        dk = tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=[3, 3, 2, 4], out_backprop=y * 0 + 1,
+            strides=strides, padding='SAME')
+        _NATIVE_GROUPED_CONV = all(
+            float(tf.reduce_sum(t)) == 392. for t in (y, dx, dk))
+      except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError,
+              tf.errors.NotFoundError):
+        _NATIVE_GROUPED_CONV = False
+  return _NATIVE_GROUPED_CONV
+
+
 @tf_keras.utils.register_keras_serializable(package='Vision')
 class GroupedConv2D(tf_keras.layers.Conv2D):
-  """`Conv2D` with `groups > 1` that runs as per-group convs without a GPU.
+  """`Conv2D` with `groups > 1` that stays fast without a GPU.
 
-  On CPU, tf_keras runs a grouped conv through an XLA-compiled function whose
-  gradient is very slow (about 50x a dense conv of the same size). Without a
-  GPU this layer instead splits the input and the kernel into the groups and
-  runs one plain convolution per group: the same math, the same (single)
-  kernel variable and checkpoint layout as `Conv2D(groups=G)`. With a GPU it
-  is `Conv2D`.
+  On CPU, tf_keras runs a grouped conv through an XLA-compiled function
+  whose gradient is very slow (about 50x a dense conv of the same size).
+  Without a GPU this layer instead runs the plain grouped `Conv2D` op when
+  the CPU kernels support it (oneDNN, TensorFlow's default on x86), and
+  otherwise one convolution per group on split inputs and kernels. Either
+  way it is the same math with the same (single) kernel variable and
+  checkpoint layout as `Conv2D(groups=G)`. With a GPU it is `Conv2D`.
+
+  Measured on a 2-core Xeon (AVX-512), RegNetX-4.0GF's grouped 3x3 convs
+  at a 640x640 input: the grouped op is 10-25% faster than per-group convs
+  forward and 2-20% forward + backward, and 20-190x faster than XLA's
+  (`benchmarks/grouped_conv.py`).
   """
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
-    self._split_groups = (self.groups > 1 and
-                          not tf.config.list_physical_devices('GPU'))
+    self._mode = 'keras'
+    if self.groups > 1 and not tf.config.list_physical_devices('GPU'):
+      self._mode = 'native' if native_grouped_conv_supported() else 'split'
+
+  @property
+  def mode(self) -> str:
+    """'native' (one grouped op), 'split' (per group) or 'keras'."""
+    return self._mode
 
   def _jit_compiled_convolution_op(self, inputs, kernel):
-    if not self._split_groups:
-      return super()._jit_compiled_convolution_op(inputs, kernel)
-    inputs = tf.split(inputs, self.groups, axis=-1)
-    kernels = tf.split(kernel, self.groups, axis=-1)
-    return tf.concat([self.convolution_op(x, k)
-                      for x, k in zip(inputs, kernels)], axis=-1)
+    if self._mode == 'native':
+      return self.convolution_op(inputs, kernel)
+    if self._mode == 'split':
+      inputs = tf.split(inputs, self.groups, axis=-1)
+      kernels = tf.split(kernel, self.groups, axis=-1)
+      return tf.concat([self.convolution_op(x, k)
+                        for x, k in zip(inputs, kernels)], axis=-1)
+    return super()._jit_compiled_convolution_op(inputs, kernel)

@@ -192,7 +192,9 @@ class GroupedConv2DTest(tf.test.TestCase):
     reference(x)
     layer(x)
     self.assertEqual(layer.kernel.shape, (3, 3, 3, 8))
-    self.assertTrue(layer._split_groups)  # No GPU here.
+    # No GPU here: the grouped op where oneDNN runs it, else per group.
+    self.assertEqual(layer.mode, 'native' if
+                     nn_layers.native_grouped_conv_supported() else 'split')
     layer.kernel.assign(reference.kernel)
     grads = []
     for conv in (reference, layer):
@@ -206,6 +208,18 @@ class GroupedConv2DTest(tf.test.TestCase):
     # Channel 0 of the output reads only the first group's 3 input channels.
     y = layer(tf.concat([tf.zeros([2, 9, 9, 3]), x[..., 3:]], -1))
     self.assertAllClose(y[..., :2], tf.zeros([2, 5, 5, 2]))
+
+  def test_split_and_native_modes_agree(self):
+    x = tf.constant(np.random.default_rng(5).normal(size=(1, 7, 7, 12)),
+                    tf.float32)
+    layer = nn_layers.GroupedConv2D(filters=12, kernel_size=3, groups=3,
+                                    padding='same', use_bias=False)
+    layer(x)
+    outputs = []
+    for mode in ('split', layer.mode):
+      layer._mode = mode
+      outputs.append(layer(x))
+    self.assertAllClose(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
 
 
 if __name__ == '__main__':
