@@ -55,6 +55,9 @@ class MaskHead(hyperparams.Config):
   upsample_factor: int = 2
   spatial_attention: bool = True
   attention_kernel_size: int = 7
+  # Inference computes masks for at most this many detections (the best by
+  # score); later detection slots get all-zero masks.
+  max_inference_rois: int = 100
 
 
 @dataclasses.dataclass

@@ -6,10 +6,10 @@ import tf_keras
 
 from official.vision.modeling.backbones import factory as backbone_factory
 from official.vision.modeling.decoders import factory as decoder_factory
-from official.vision.modeling.layers import roi_aligner
 from official_ext.vision.modeling import backbones  # pylint: disable=unused-import
 from official_ext.vision.modeling import decoders  # pylint: disable=unused-import
 from official_ext.vision.modeling.layers import detection_generator
+from official_ext.vision.modeling.layers import roi_aligner
 from configs import unipercepnet as cfg
 from modeling import unipercepnet_model
 from modeling.heads import mask_head as mask_head_lib
@@ -66,7 +66,7 @@ def build_unipercepnet(
       max_num_detections=gen.max_num_detections,
       name='detection_generator')
 
-  mask_head, aligner = None, None
+  mask_head, aligner, max_mask_rois = None, None, None
   if model_config.include_mask:
     mask_cfg = model_config.mask_head
     mask_head = mask_head_lib.AttentionMaskHead(
@@ -78,9 +78,10 @@ def build_unipercepnet(
         attention_kernel_size=mask_cfg.attention_kernel_size,
         kernel_regularizer=l2_regularizer,
         name='mask_head')
-    aligner = roi_aligner.MultilevelROIAligner(
+    aligner = roi_aligner.ROIAligner(
         crop_size=model_config.mask_roi_aligner.crop_size,
         sample_offset=model_config.mask_roi_aligner.sample_offset)
+    max_mask_rois = mask_cfg.max_inference_rois
 
   return unipercepnet_model.UniPercepNetModel(
       backbone=backbone,
@@ -89,4 +90,5 @@ def build_unipercepnet(
       detection_generator=generator,
       mask_head=mask_head,
       mask_roi_aligner=aligner,
-      level=level)
+      level=level,
+      max_mask_rois=max_mask_rois)

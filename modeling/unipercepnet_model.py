@@ -26,10 +26,13 @@ class UniPercepNetModel(tf_keras.Model):
                mask_head: Optional[tf_keras.layers.Layer] = None,
                mask_roi_aligner: Optional[tf_keras.layers.Layer] = None,
                level: str = '5',
+               max_mask_rois: Optional[int] = None,
                **kwargs):
     super().__init__(**kwargs)
     if (mask_head is None) != (mask_roi_aligner is None):
       raise ValueError('mask_head and mask_roi_aligner go together.')
+    if max_mask_rois is not None and max_mask_rois < 1:
+      raise ValueError(f'max_mask_rois must be >= 1, got {max_mask_rois}.')
     self._config_dict = {
         'backbone': backbone,
         'decoder': decoder,
@@ -38,6 +41,7 @@ class UniPercepNetModel(tf_keras.Model):
         'mask_head': mask_head,
         'mask_roi_aligner': mask_roi_aligner,
         'level': str(level),
+        'max_mask_rois': max_mask_rois,
     }
     self.backbone = backbone
     self.decoder = decoder
@@ -96,7 +100,8 @@ class UniPercepNetModel(tf_keras.Model):
       inference: `detection_boxes` `[B, D, 4]` (yxyx, pixels),
         `detection_scores` `[B, D]`, `detection_classes` `[B, D]` int32
         (1-based, 0 for padding), `num_detections` `[B]`, and with masks
-        `detection_masks` `[B, D, M, M]` probabilities; plus the dense
+        `detection_masks` `[B, D, M, M]` probabilities (computed for the
+        best `max_mask_rois` detections, zeros in later slots); plus the dense
         `cls_scores` and `box_preds`.
     """
     features = self.features(images, training=training)
@@ -123,13 +128,27 @@ class UniPercepNetModel(tf_keras.Model):
     detections['detection_classes'] = tf.where(
         valid, detections['detection_classes'] + 1, 0)
     if self.include_mask:
-      logits = self.mask_logits(features, detections['detection_boxes'],
-                                detections['detection_classes'],
-                                training=False)
-      detections['detection_masks'] = tf.sigmoid(logits)
+      detections['detection_masks'] = self._detection_masks(
+          features, detections['detection_boxes'],
+          detections['detection_classes'])
     detections['cls_scores'] = outputs['cls_scores']
     detections['box_preds'] = boxes
     return detections
+
+  def _detection_masks(self, features: tf.Tensor, boxes: tf.Tensor,
+                       classes: tf.Tensor) -> tf.Tensor:
+    """Mask probabilities of the best `max_mask_rois` detections.
+
+    Detections come sorted by score; slots past the cap get all-zero masks.
+    """
+    num_slots = boxes.shape[1]
+    cap = self._config_dict['max_mask_rois']
+    if cap is None or num_slots is None or cap >= num_slots:
+      return tf.sigmoid(self.mask_logits(features, boxes, classes,
+                                         training=False))
+    masks = tf.sigmoid(self.mask_logits(features, boxes[:, :cap],
+                                        classes[:, :cap], training=False))
+    return tf.pad(masks, [[0, 0], [0, num_slots - cap], [0, 0], [0, 0]])
 
   @property
   def checkpoint_items(self) -> Mapping[str, tf.Module]:

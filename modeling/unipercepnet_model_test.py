@@ -134,3 +134,29 @@ def test_frozen_backbone_statistics_move_only_in_the_neck(model):
   moved = [not np.array_equal(before, v.numpy()) for before, v in
            zip(decoder_stats, model.decoder.non_trainable_variables)]
   assert any(moved)
+
+
+def test_mask_cap_keeps_the_best_detections_masks(model):
+  model_config = tiny_config()
+  model_config.detection_generator.pre_nms_score_threshold = 0.
+  model_config.detection_generator.nms_iou_threshold = 1.
+  model_config.mask_head.max_inference_rois = 4
+  capped = _build(model_config)
+  model_config.mask_head.max_inference_rois = 100
+  full = _build(model_config)
+  images = tf.random.normal([2, 128, 160, 3], seed=5)
+  for other in (capped, full):
+    other(images, training=False)
+    other.set_weights(model.get_weights())
+  out_capped = capped(images, training=False)
+  out_full = full(images, training=False)
+  assert out_capped['detection_masks'].shape == (2, 10, 28, 28)
+  np.testing.assert_allclose(out_capped['detection_masks'][:, :4].numpy(),
+                             out_full['detection_masks'][:, :4].numpy(),
+                             rtol=1e-5, atol=1e-6)
+  assert not out_capped['detection_masks'][:, 4:].numpy().any()
+  np.testing.assert_array_equal(out_capped['detection_boxes'].numpy(),
+                                out_full['detection_boxes'].numpy())
+  with pytest.raises(ValueError, match='max_mask_rois'):
+    model_config.mask_head.max_inference_rois = 0
+    _build(model_config)
