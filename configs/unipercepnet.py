@@ -382,7 +382,7 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
   """
   batch_size = 8
   steps_per_epoch = SHAPES_TRAIN_EXAMPLES // batch_size
-  epochs = 13
+  epochs = 16
   model = UniPercepNet(
       num_classes=3,
       input_size=[256, 256, 3],
