@@ -70,8 +70,10 @@ def _crop_and_resize(features, grid_y, grid_x, output_size):
   batch = tf.shape(features)[0]
   height, width, channels = features.shape[1:]
   num_boxes = tf.shape(grid_y)[1]
+  # crop_and_resize has no bfloat16 kernel: it samples in float32.
   padded = _pad_like_model_garden(
-      _pad_like_model_garden(features, 1, _PAD), 2, _PAD)
+      _pad_like_model_garden(tf.cast(features, tf.float32), 1, _PAD), 2,
+      _PAD)
   # crop_and_resize samples linearly from box corner to box corner, at
   # y * (padded height - 1) in cells of the padded map.
   scale_y = float(height + 2 * _PAD - 1)
