@@ -18,6 +18,15 @@ DEFAULT_LATENCY_MODELS = (bench_lib.OURS_REGNET, bench_lib.OURS_R50,
 DEFAULT_TRAIN_MODELS = (bench_lib.OURS_REGNET, bench_lib.MASKRCNN)
 
 
+def _ratios_to_maskrcnn(results, key: str):
+  """{name: results[name][key] / Mask R-CNN's} ({} without Mask R-CNN)."""
+  if bench_lib.MASKRCNN not in results:
+    return {}
+  base = results[bench_lib.MASKRCNN][key]
+  return {name: r[key] / base for name, r in results.items()
+          if name != bench_lib.MASKRCNN}
+
+
 def _free():
   tf_keras.backend.clear_session()
   gc.collect()
@@ -89,11 +98,7 @@ def latency(size: Sequence[int],
       results[name]['gflops'] = gflops
       results[name]['efficiency'] = gflops / peaks[0]['gflops']
       results[name]['efficiency_best_conv'] = gflops / best
-  ratios = {}
-  if bench_lib.MASKRCNN in results:
-    base = results[bench_lib.MASKRCNN]['median_ms']
-    ratios = {name: r['median_ms'] / base for name, r in results.items()
-              if name != bench_lib.MASKRCNN}
+  ratios = _ratios_to_maskrcnn(results, 'median_ms')
   _free()
   return {'size': list(size), 'models': results, 'conv_peaks': peaks,
           'ratios': ratios}
@@ -143,11 +148,7 @@ def training(size: Sequence[int] = (640, 640),
     results[name].update(bench_lib.summary(t))
     results[name]['images_per_s'] = batch_size / (
         results[name]['median_ms'] / 1e3)
-  ratios = {}
-  if bench_lib.MASKRCNN in results:
-    base = results[bench_lib.MASKRCNN]['images_per_s']
-    ratios = {name: r['images_per_s'] / base for name, r in results.items()
-              if name != bench_lib.MASKRCNN}
+  ratios = _ratios_to_maskrcnn(results, 'images_per_s')
   _free()
   return {'size': list(size), 'batch_size': batch_size, 'models': results,
           'ratios': ratios,
