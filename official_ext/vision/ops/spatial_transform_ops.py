@@ -1,147 +1,126 @@
-"""Model Garden's RoIAlign on one feature level, without its big gather.
+"""RoIAlign as Detectron2, mmcv and torchvision compute it, on one level.
 
-Model Garden's `spatial_transform_ops.multilevel_crop_and_resize` gathers
-the 2x2 neighbours of every sample point from a concatenation of all
-levels into a `[B, R, 2S, 2S, C]` tensor, then weights and pools it: with
-one level and a few hundred RoIs that moves more memory than the mask
-head's convolutions, and its gradient is a scatter. Here the same samples
-(one per bin, at `sample_offset`) with the same border handling come from:
+Model Garden's `spatial_transform_ops.multilevel_crop_and_resize` takes one
+sample per bin at a fixed offset and gathers a `[B, R, 2S, 2S, C]` tensor
+of neighbours. Detectors trained in PyTorch (mmdet's `RoIAlign` with
+`aligned=True`, `sampling_ratio=0`) average a grid of samples per bin whose
+size adapts to the RoI, and treat the map border their own way. This op
+computes exactly that, per RoI and bin:
 
-- `tf.image.crop_and_resize` on the map padded by `_PAD` cells per side
-  (linearly extrapolated at the top and left, the last row and column
-  repeated at the bottom and right, which is what Model Garden's clamped
-  neighbours and unclamped weights amount to), when every sample lies in
-  that padded map: always for boxes inside the image;
-- otherwise two matmuls with the bilinear weight matrices (sampling on a
-  grid is separable: `out = Ay F Ax^T` per channel).
+- the RoI in map cells is `box * spatial_scale - 0.5` (`aligned`; without
+  it the box is not shifted and its sides are at least one cell);
+- each of the `S x S` bins averages `ny x nx` samples at the centres of a
+  regular `ny x nx` subdivision of the bin, with `n = sampling_ratio` or,
+  for 0, `ceil(roi_side / S)` per axis (at least one sample counted);
+- a sample more than one cell outside the map (`y < -1` or `y > H`)
+  contributes zero; otherwise its coordinates are clamped to `[0, H - 1]`
+  and it is bilinearly interpolated.
 
-Both agree with Model Garden's to float rounding (crop_and_resize places
-its samples by its own arithmetic: about 1e-5 relative).
+Sampling on a grid is separable and bilinear weights factor per axis, so
+the bin averages are `Ay F Ax^T` per RoI and channel, with `Ay` `[S, H]` the
+average of the samples' interpolation rows: two batched matmuls, whose
+gradient is two matmuls as well.
 """
 
 import tensorflow as tf
 
-# Cells of padding around the map for the crop_and_resize path.
-_PAD = 4
 
-
-def _grid(start: tf.Tensor, size: tf.Tensor, output_size: int,
-          sample_offset: float) -> tf.Tensor:
-  """`[..., output_size]` sample positions, computed as Model Garden does."""
-  steps = tf.constant([i + sample_offset for i in range(output_size)],
-                      tf.float32)
-  return start[..., None] + steps * size[..., None] / output_size
-
-
-def _interpolation_matrix(grid: tf.Tensor, length) -> tf.Tensor:
-  """`[..., S, length]` bilinear weights of samples at `grid` along an axis.
-
-  Row k has (1 - l) at the floor of sample k and l at the next cell, both
-  clamped to the map, with l from the unclamped position (Model Garden's
-  RoIAlign kernel).
-  """
-  last = tf.cast(length, tf.float32) - 1.
-  lower = tf.minimum(tf.maximum(tf.floor(grid), 0.), last)
-  upper = tf.minimum(lower + 1., last)
-  high_weight = grid - lower
-  low_weight = 1. - high_weight
-  return (tf.one_hot(tf.cast(lower, tf.int32), length) * low_weight[..., None] +
-          tf.one_hot(tf.cast(upper, tf.int32), length) *
-          high_weight[..., None])
-
-
-def _pad_like_model_garden(features: tf.Tensor, axis: int,
-                           pad: int) -> tf.Tensor:
-  """Pads `pad` cells on both sides of `axis` with Model Garden's values.
-
-  Before the first cell: the line through cells 0 and 1 (k cells out:
-  (1 + k) f[0] - k f[1]); after the last: the last cell.
-  """
-  length = features.shape[axis]
-  first = tf.gather(features, [0], axis=axis)
-  second = tf.gather(features, [min(1, length - 1)], axis=axis)
-  last = tf.gather(features, [length - 1], axis=axis)
-  before = [(1. + k) * first - k * second for k in range(pad, 0, -1)]
-  return tf.concat(before + [features] + [last] * pad, axis=axis)
-
-
-def _crop_and_resize(features, grid_y, grid_x, output_size):
-  """Samples at grids that lie within the `_PAD`-padded map."""
-  batch = tf.shape(features)[0]
-  height, width, channels = features.shape[1:]
-  num_boxes = tf.shape(grid_y)[1]
-  # crop_and_resize has no bfloat16 kernel: it samples in float32.
-  padded = _pad_like_model_garden(
-      _pad_like_model_garden(tf.cast(features, tf.float32), 1, _PAD), 2,
-      _PAD)
-  # crop_and_resize samples linearly from box corner to box corner, at
-  # y * (padded height - 1) in cells of the padded map.
-  scale_y = float(height + 2 * _PAD - 1)
-  scale_x = float(width + 2 * _PAD - 1)
-  corners = tf.stack([(grid_y[..., 0] + _PAD) / scale_y,
-                      (grid_x[..., 0] + _PAD) / scale_x,
-                      (grid_y[..., -1] + _PAD) / scale_y,
-                      (grid_x[..., -1] + _PAD) / scale_x], axis=-1)
-  crops = tf.image.crop_and_resize(
-      padded, tf.reshape(corners, [-1, 4]),
-      tf.repeat(tf.range(batch), num_boxes),
-      [output_size, output_size])
-  crops = tf.reshape(crops, [batch, num_boxes, output_size, output_size,
-                             channels])
-  return tf.cast(crops, features.dtype)
-
-
-def _matmuls(features, grid_y, grid_x, output_size):
-  """Samples at any grids: `Ay F Ax^T`, two (batched) matmuls."""
-  batch = tf.shape(features)[0]
-  height, width, channels = features.shape[1:]
-  num_boxes = tf.shape(grid_y)[1]
-  s = output_size
-  ay = tf.cast(_interpolation_matrix(grid_y, height), features.dtype)
-  ax = tf.cast(_interpolation_matrix(grid_x, width), features.dtype)
-  # Rows: [B, R * S, H] x [B, H, W * C] -> [B, R, S, W, C].
-  rows = tf.matmul(tf.reshape(ay, [batch, num_boxes * s, height]),
-                   tf.reshape(features, [batch, height, width * channels]))
-  rows = tf.reshape(rows, [batch, num_boxes, s, width, channels])
-  # Columns: [B, R, 1, S, W] x [B, R, S, W, C] -> [B, R, S, S, C].
-  return tf.matmul(ax[:, :, None, :, :], rows)
-
-
-def single_level_crop_and_resize(features: tf.Tensor,
-                                 boxes: tf.Tensor,
-                                 stride: float,
-                                 output_size: int = 7,
-                                 sample_offset: float = 0.5) -> tf.Tensor:
-  """RoIAlign of boxes on one feature map (Model Garden's, single level).
+def _axis_weights(start: tf.Tensor, length: tf.Tensor, output_size: int,
+                  num_samples: tf.Tensor, max_samples, size) -> tf.Tensor:
+  """`[B, R, S, size]`: bin averages of the samples' bilinear weights.
 
   Args:
-    features: `[B, H, W, C]` map at `stride`; H, W and C static.
-    boxes: `[B, R, 4]` boxes (ymin, xmin, ymax, xmax) in image pixels.
-    stride: the map's stride (Model Garden's `2**level`).
-    output_size: side of each crop.
-    sample_offset: subpixel offset of the sample in each bin, in [0, 1].
+    start: `[B, R]` first RoI coordinate along the axis, in cells.
+    length: `[B, R]` RoI length along the axis, in cells.
+    output_size: S, bins along the axis.
+    num_samples: `[B, R]` int samples per bin along the axis.
+    max_samples: the largest of `num_samples` (int or scalar tensor).
+    size: the map's length along the axis (static int).
+  """
+  bin_size = length / output_size
+  n = tf.cast(num_samples, tf.float32)
+  bins = tf.range(output_size, dtype=tf.float32)
+  samples = tf.range(max_samples, dtype=tf.float32)
+  # [B, R, S, n]: bin start + (i + 0.5) * bin / n.
+  pos = (start[..., None, None] + bins[:, None] * bin_size[..., None, None] +
+         (samples + 0.5) * (bin_size / tf.maximum(n, 1.))[..., None, None])
+  used = samples < n[..., None, None]
+  inside = (pos >= -1.) & (pos <= float(size))
+  pos = tf.maximum(pos, 0.)
+  low = tf.floor(pos)
+  at_end = low >= size - 1
+  low = tf.where(at_end, float(size - 1), low)
+  pos = tf.where(at_end, low, pos)
+  frac = pos - low
+  high = tf.minimum(low + 1., size - 1)
+  keep = tf.cast(used & inside, tf.float32)
+  low_i = tf.cast(low, tf.int32)
+  high_i = tf.cast(high, tf.int32)
+  weights = (tf.one_hot(low_i, size) * ((1. - frac) * keep)[..., None] +
+             tf.one_hot(high_i, size) * (frac * keep)[..., None])
+  return tf.reduce_sum(weights, axis=-2) / tf.maximum(n, 1.)[..., None, None]
+
+
+def roi_align(features: tf.Tensor,
+              boxes: tf.Tensor,
+              output_size: int,
+              spatial_scale: float,
+              sampling_ratio: int = 0,
+              aligned: bool = True) -> tf.Tensor:
+  """RoIAlign with average pooling (mmcv / torchvision semantics).
+
+  Args:
+    features: `[B, H, W, C]`; H, W and C static.
+    boxes: `[B, R, 4]` (ymin, xmin, ymax, xmax) in image pixels.
+    output_size: side S of each crop.
+    spatial_scale: map cells per image pixel (1 / stride).
+    sampling_ratio: samples per bin along each axis; 0: adaptive,
+      `ceil(roi_side / S)` per RoI (the number then depends on the boxes,
+      so shapes inside the op are dynamic; give a fixed ratio for XLA).
+    aligned: shift the RoI by half a cell (pixel model of `aligned=True`).
 
   Returns:
-    `[B, R, output_size, output_size, C]` crops, of `features`' dtype.
+    `[B, R, S, S, C]` crops of `features`' dtype.
   """
   features = tf.convert_to_tensor(features)
   height, width, channels = features.shape[1:]
   if height is None or width is None or channels is None:
-    raise ValueError('single_level_crop_and_resize needs static H, W and C, '
-                     f'got {features.shape}.')
+    raise ValueError(f'roi_align needs static H, W and C, got '
+                     f'{features.shape}.')
+  if sampling_ratio < 0:
+    raise ValueError(f'sampling_ratio must be >= 0, got {sampling_ratio}.')
   boxes = tf.cast(boxes, tf.float32)
-  # Model Garden's order of operations: corners and sizes scaled separately.
-  stride = tf.constant(stride, tf.float32)
-  grid_y = _grid(boxes[..., 0] / stride,
-                 (boxes[..., 2] - boxes[..., 0]) / stride, output_size,
-                 sample_offset)
-  grid_x = _grid(boxes[..., 1] / stride,
-                 (boxes[..., 3] - boxes[..., 1]) / stride, output_size,
-                 sample_offset)
-  inside = tf.reduce_all(
-      (grid_y >= -_PAD) & (grid_y <= height - 1 + _PAD) &
-      (grid_x >= -_PAD) & (grid_x <= width - 1 + _PAD))
-  return tf.cond(
-      inside,
-      lambda: _crop_and_resize(features, grid_y, grid_x, output_size),
-      lambda: _matmuls(features, grid_y, grid_x, output_size))
+  offset = 0.5 if aligned else 0.
+  ymin, xmin, ymax, xmax = tf.unstack(boxes * spatial_scale - offset, axis=-1)
+  roi_h = ymax - ymin
+  roi_w = xmax - xmin
+  if not aligned:
+    roi_h = tf.maximum(roi_h, 1.)
+    roi_w = tf.maximum(roi_w, 1.)
+  if sampling_ratio > 0:
+    ny = nx = tf.fill(tf.shape(roi_h), sampling_ratio)
+    max_y = max_x = sampling_ratio
+  else:
+    ny = tf.cast(tf.math.ceil(roi_h / output_size), tf.int32)
+    nx = tf.cast(tf.math.ceil(roi_w / output_size), tf.int32)
+    ny = tf.maximum(ny, 0)
+    nx = tf.maximum(nx, 0)
+    max_y = tf.maximum(tf.reduce_max(ny), 1)
+    max_x = tf.maximum(tf.reduce_max(nx), 1)
+  ay = _axis_weights(ymin, roi_h, output_size, ny, max_y, height)
+  ax = _axis_weights(xmin, roi_w, output_size, nx, max_x, width)
+
+  dtype = features.dtype
+  compute = tf.float32 if dtype == tf.bfloat16 else dtype
+  batch = tf.shape(features)[0]
+  num_boxes = tf.shape(boxes)[1]
+  s = output_size
+  maps = tf.cast(features, compute)
+  # Rows: [B, R * S, H] x [B, H, W * C] -> [B, R, S, W, C].
+  rows = tf.matmul(tf.reshape(tf.cast(ay, compute),
+                              [batch, num_boxes * s, height]),
+                   tf.reshape(maps, [batch, height, width * channels]))
+  rows = tf.reshape(rows, [batch, num_boxes, s, width, channels])
+  # Columns: [B, R, 1, S, W] x [B, R, S, W, C] -> [B, R, S, S, C].
+  crops = tf.matmul(tf.cast(ax, compute)[:, :, None, :, :], rows)
+  return tf.cast(crops, dtype)

@@ -1,29 +1,29 @@
-"""ROIAligner: Model Garden's results, the matmul path on one level."""
+"""ROIAligner: the op on the one level, with the level's stride."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from official.vision.modeling.layers import roi_aligner as mg_roi_aligner
 from official_ext.vision.modeling.layers import roi_aligner
+from official_ext.vision.ops import spatial_transform_ops
 
 
-def test_single_and_multi_level_match_model_garden():
+def test_reads_the_level_stride():
   rng = np.random.default_rng(0)
   boxes = tf.constant([[[10., 20., 90., 150.], [0., 0., 256., 256.],
                         [-1., -1., -1., -1.]]])
-  ours = roi_aligner.ROIAligner(crop_size=4, sample_offset=0.5)
-  theirs = mg_roi_aligner.MultilevelROIAligner(crop_size=4,
-                                               sample_offset=0.5)
-  single = {'5': tf.constant(rng.standard_normal([1, 8, 8, 3]), tf.float32)}
-  multi = {'3': tf.constant(rng.standard_normal([1, 32, 32, 3]), tf.float32),
-           '4': tf.constant(rng.standard_normal([1, 16, 16, 3]), tf.float32)}
-  for features in (single, multi):
-    np.testing.assert_allclose(ours(features, boxes).numpy(),
-                               theirs(features, boxes).numpy(), rtol=1e-5,
-                               atol=1e-5)
+  features = tf.constant(rng.standard_normal([1, 8, 8, 3]), tf.float32)
+  layer = roi_aligner.ROIAligner(crop_size=4, sampling_ratio=0)
+  expected = spatial_transform_ops.roi_align(features, boxes, 4, 1. / 32.)
+  np.testing.assert_array_equal(layer({'5': features}, boxes).numpy(),
+                                expected.numpy())
+  with pytest.raises(ValueError, match='one feature level'):
+    layer({'4': features, '5': features}, boxes)
 
 
 def test_config_round_trip():
-  layer = roi_aligner.ROIAligner(crop_size=14, sample_offset=0.25)
+  layer = roi_aligner.ROIAligner(crop_size=14, sampling_ratio=2,
+                                 aligned=False)
   clone = roi_aligner.ROIAligner.from_config(layer.get_config())
-  assert clone.get_config() == {'crop_size': 14, 'sample_offset': 0.25}
+  assert clone.get_config() == layer.get_config()
+  assert clone.get_config()['sampling_ratio'] == 2
