@@ -441,6 +441,7 @@ def exported_saved_model(params, model, batch_size: Optional[int] = 1):
   params = copy.deepcopy(params)
   params.trainer.optimizer_config.ema = None
   params.task.annotation_file = ''
+  params.task.category_ids = None
   with tempfile.TemporaryDirectory() as tmp:
     run_dir = os.path.join(tmp, 'run')
     tf.train.Checkpoint(model=model).save(os.path.join(run_dir, 'ckpt'))

@@ -19,6 +19,11 @@ from official_ext.vision.configs import decoders
 COCO_INPUT_PATH_BASE = 'coco'
 COCO_TRAIN_EXAMPLES = 118287
 COCO_VAL_EXAMPLES = 5000
+# COCO's 80 category ids (1..90 with gaps), in the order of the classes.
+COCO_CATEGORY_IDS = tuple(i for i in range(1, 91) if i not in (
+    12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
+# The reference's COCO test resize: short side 800, long side 1333.
+COCO_TEST_SCALE = (800, 1333)
 
 # Model input normalisation (RGB, 0..255 scale).
 MEAN_RGB = (123.675, 116.28, 103.53)
@@ -29,6 +34,9 @@ STDDEV_RGB = (58.395, 57.12, 57.375)
 class Anchor(hyperparams.Config):
   """Anchors of the single level: sizes `anchor_size * scales`."""
   anchor_size: float = 32.
+  # Cell centres at (i + center_offset) * stride; the reference (mmdet's
+  # AnchorGenerator with center_offset=0) puts them on the cell corners.
+  center_offset: float = 0.
   scales: List[float] = dataclasses.field(
       default_factory=lambda: [1., 2., 4., 8., 16.])
   aspect_ratios: List[float] = dataclasses.field(default_factory=lambda: [1.])
@@ -38,8 +46,9 @@ class Anchor(hyperparams.Config):
 class TOODHead(hyperparams.Config):
   num_stacked_convs: int = 6
   num_filters: int = 256
-  # Hidden width of the task decomposition's layer attention.
-  attention_channels: int = 48
+  # Hidden width of the task decomposition's layer attention: the
+  # reference's num_stacked_convs * num_filters // 48 (1536 // 48 = 32).
+  attention_channels: int = 32
   # Width of the probability-map and offset branches.
   branch_channels: int = 64
   # Largest centre shift (pixels) a decoded box may make; None: unclamped.
@@ -62,16 +71,26 @@ class MaskHead(hyperparams.Config):
 
 @dataclasses.dataclass
 class MaskROIAligner(hyperparams.Config):
+  """RoIAlign of the mask branch (mmcv's: `aligned`, adaptive sampling)."""
   crop_size: int = 14
-  sample_offset: float = 0.5
+  # Samples per bin and axis; 0: ceil(RoI side / crop_size) (the reference).
+  sampling_ratio: int = 0
+  aligned: bool = True
 
 
 @dataclasses.dataclass
 class DetectionGenerator(hyperparams.Config):
+  """Top-k (anchor, class) pairs, class-wise NMS, the best detections.
+
+  The reference keeps every candidate scoring above 0 (its roi_head's
+  score_thr is never applied) and does not clip boxes to the image;
+  `clip_boxes` clips them to the valid (unpadded) image before NMS.
+  """
   pre_nms_top_k: int = 1000
-  pre_nms_score_threshold: float = 0.05
+  pre_nms_score_threshold: float = 0.
   nms_iou_threshold: float = 0.6
   max_num_detections: int = 100
+  clip_boxes: bool = False
 
 
 @dataclasses.dataclass
@@ -113,15 +132,24 @@ class UniPercepNet(hyperparams.Config):
 
 @dataclasses.dataclass
 class UniformAssigner(hyperparams.Config):
-  """YOLOF's assigner, used for the first `initial_epochs`."""
+  """YOLOF's assigner (mmdet's UniformAssigner), the first `initial_epochs`.
+
+  Matches the head's decoded boxes (the reference decodes them a second time
+  as if they were deltas, a defect not reproduced here).
+  """
+  # Nearest predictions and nearest anchors per gt (mmdet's match_times).
   num_nearest: int = 4
+  # A candidate whose anchor has a lower IoU with its gt is ignored.
   pos_ignore_iou: float = 0.15
+  # An anchor whose predicted box has a higher IoU with a gt starts ignored.
   neg_ignore_iou: float = 0.7
 
 
 @dataclasses.dataclass
 class TaskAlignedAssigner(hyperparams.Config):
+  """TOOD's assigner (mmdet's TaskAlignedAssigner), after `initial_epochs`."""
   topk: int = 13
+  # Alignment metric score**alpha * IoU**beta.
   alpha: float = 1.
   beta: float = 6.
 
@@ -143,12 +171,28 @@ class MaskTargets(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class AnchorSampler(hyperparams.Config):
+  """Anchors with a classification weight (mmdet's RandomSampler), per image.
+
+  Both stages: at most `num_samples * positive_fraction` positives (a random
+  subset when more), then random negatives up to `num_samples` anchors;
+  `num_samples: 0` weights every non-ignored anchor (mmdet's PseudoSampler).
+  """
+  num_samples: int = 256
+  positive_fraction: float = 0.5
+  # Op seed of the random draw; None: unseeded.
+  seed: Optional[int] = None
+
+
+@dataclasses.dataclass
 class Losses(hyperparams.Config):
   initial_epochs: int = 4
   uniform_assigner: UniformAssigner = dataclasses.field(
       default_factory=UniformAssigner)
   task_aligned_assigner: TaskAlignedAssigner = dataclasses.field(
       default_factory=TaskAlignedAssigner)
+  anchor_sampler: AnchorSampler = dataclasses.field(
+      default_factory=AnchorSampler)
   focal_alpha: float = 0.25
   focal_gamma: float = 2.
   qfl_beta: float = 2.
@@ -171,6 +215,12 @@ class Parser(hyperparams.Config):
   aug_rand_hflip: bool = True
   aug_hsv: bool = True
   pad_value: float = 114.
+  # Evaluation and serving: [short, long] bounds of the reference's
+  # keep-ratio resize (mmdet's Resize(scale=(long, short), keep_ratio=True)),
+  # within the network input; the image is padded with pad_value to that box
+  # and with the mean colour beyond it (the reference's Pad, then its
+  # zero padding after normalisation). Empty: fit the network input.
+  test_scale: List[int] = dataclasses.field(default_factory=list)
   # Epoch from which the stage-2 pipeline (resize to fit, jitter, flip) runs.
   stage2_epoch: int = 12
   skip_crowd_during_training: bool = True
@@ -280,7 +330,9 @@ def _dataset_experiment(model: UniPercepNet,
                         cosine_start_epoch: int = 20,
                         stage2_epoch: int = 12,
                         train_batch_size: int = 16,
-                        eval_batch_size: int = 8) -> cfg.ExperimentConfig:
+                        eval_batch_size: int = 8,
+                        test_scale: Optional[Sequence[int]] = None
+                        ) -> cfg.ExperimentConfig:
   """The paper's recipe on TFRecords `data_dir/train*` and `data_dir/val*`."""
   steps_per_epoch = train_examples // train_batch_size
   return cfg.ExperimentConfig(
@@ -298,7 +350,8 @@ def _dataset_experiment(model: UniPercepNet,
               input_path=os.path.join(data_dir, 'val*'),
               is_training=False,
               global_batch_size=eval_batch_size,
-              drop_remainder=False)),
+              drop_remainder=False,
+              parser=Parser(test_scale=list(test_scale or [])))),
       trainer=cfg.TrainerConfig(
           train_steps=epochs * steps_per_epoch,
           validation_steps=-(-val_examples // eval_batch_size),
@@ -315,11 +368,18 @@ def _dataset_experiment(model: UniPercepNet,
 
 
 def _coco_experiment(model: UniPercepNet) -> cfg.ExperimentConfig:
-  """COCO 2017 as `scripts/prepare_coco.sh` writes it to `coco/`."""
-  return _dataset_experiment(
+  """COCO 2017 as `scripts/prepare_coco.sh` writes it to `coco/`.
+
+  The category ids are COCO's, so a model reports them without reading the
+  annotation file (a converted or exported model needs none).
+  """
+  config = _dataset_experiment(
       model, COCO_INPUT_PATH_BASE,
       os.path.join(COCO_INPUT_PATH_BASE, 'instances_val2017.json'),
-      COCO_TRAIN_EXAMPLES, COCO_VAL_EXAMPLES)
+      COCO_TRAIN_EXAMPLES, COCO_VAL_EXAMPLES,
+      test_scale=COCO_TEST_SCALE)
+  config.task.category_ids = list(COCO_CATEGORY_IDS)
+  return config
 
 
 @exp_factory.register_config_factory('unipercepnet_coco')

@@ -51,6 +51,7 @@ def test_custom_dataset_yaml_points_an_experiment_at_new_files():
   params = hyperparams.override_params_dict(params, path, is_strict=True)
   assert params.task.model.num_classes == 8
   assert params.task.annotation_file == 'DATA/val.json'
+  assert params.task.category_ids is None  # Not COCO's 80 ids.
   assert params.task.train_data.input_path == 'DATA/train-*'
   assert params.task.validation_data.input_path == 'DATA/val-*'
   assert params.trainer.train_steps == 36 * params.task.steps_per_epoch
@@ -77,3 +78,13 @@ def test_bdd100k_experiment_is_the_papers_3x_recipe_at_bdd100k_resolution():
   assert task.train_data.input_path == os.path.join('bdd100k_ins_seg',
                                                     'train*')
   params.validate()
+
+
+def test_coco_experiments_report_cocos_ids_and_test_resize():
+  for name in ('unipercepnet_coco', 'unipercepnet_r50_coco'):
+    task = exp_factory.get_exp_config(name).task
+    ids = task.category_ids
+    assert len(ids) == 80 and ids[:12] == list(range(1, 12)) + [13]
+    assert ids[-1] == 90 and 83 not in ids and 84 in ids
+    assert task.validation_data.parser.test_scale == [800, 1333]
+    assert task.model.input_size[:2] == [800, 1344]

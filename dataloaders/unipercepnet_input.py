@@ -40,6 +40,7 @@ from official.vision.dataloaders import tf_example_decoder
 from official.vision.dataloaders import utils
 from official.vision.ops import box_ops
 from official.vision.ops import preprocess_ops
+from official_ext.vision.ops import preprocess_ops as preprocess_ops_ext
 
 MOSAIC_SIZE = 4
 # Keys of a prepared example that the mosaic consumes.
@@ -160,11 +161,13 @@ def recrop_masks(masks: tf.Tensor, boxes: tf.Tensor, clipped_boxes: tf.Tensor,
 
 def paste_masks(masks: tf.Tensor, boxes: tf.Tensor,
                 image_size: Tuple[int, int]) -> tf.Tensor:
-  """Pastes box-aligned crops back into full images (eager helper).
+  """Pastes box-aligned crops back into full images, as the reference does.
 
-  The inverse of `crop_and_resize_cells`, for tests and visualisation: each
-  output pixel centre is mapped into its box's crop and sampled bilinearly;
-  pixels outside the box are 0.
+  The inverse of `crop_and_resize_cells`, and mmdet's `_do_paste_mask`:
+  each output pixel centre is mapped into its box's S x S crop and sampled
+  bilinearly with zeros outside the crop (`grid_sample`,
+  `align_corners=False`), within the box grown to whole pixels plus one
+  pixel on each side; pixels outside that window are 0.
 
   Args:
     masks: float [N, S, S] crops.
@@ -178,26 +181,25 @@ def paste_masks(masks: tf.Tensor, boxes: tf.Tensor,
   boxes = tf.cast(boxes, tf.float32)
   size = masks.shape[1]
   height, width = image_size
-  ys = tf.range(height, dtype=tf.float32) + 0.5
-  xs = tf.range(width, dtype=tf.float32) + 0.5
   y1, x1, y2, x2 = [b[:, tf.newaxis] for b in tf.unstack(boxes, axis=-1)]
-  # Crop pixel-index coordinates of the output pixel centres.
-  cy = (ys[tf.newaxis] - y1) / tf.maximum(y2 - y1, 1e-6) * size - 0.5
-  cx = (xs[tf.newaxis] - x1) / tf.maximum(x2 - x1, 1e-6) * size - 0.5
-  inside_y = tf.logical_and(ys[tf.newaxis] >= y1, ys[tf.newaxis] < y2)
-  inside_x = tf.logical_and(xs[tf.newaxis] >= x1, xs[tf.newaxis] < x2)
 
-  def _interp_weights(c):
-    c = tf.clip_by_value(c, 0., size - 1.)
-    lo = tf.floor(c)
-    hi = tf.minimum(lo + 1., size - 1.)
-    frac = c - lo
-    # [N, P, S] interpolation matrices.
-    return (tf.one_hot(tf.cast(lo, tf.int32), size) * (1. - frac)[..., None]
-            + tf.one_hot(tf.cast(hi, tf.int32), size) * frac[..., None])
+  def axis_weights(start, end, length):
+    """[N, length, S] bilinear weights and [N, length] window of one axis."""
+    pixels = tf.range(length, dtype=tf.float32)[tf.newaxis]
+    # Crop index coordinates of the pixel centres.
+    c = (pixels + 0.5 - start) / tf.maximum(end - start, 1e-6) * size - 0.5
+    low = tf.floor(c)
+    frac = c - low
+    low = tf.cast(low, tf.int32)
+    # tf.one_hot gives zero rows for indices outside the crop.
+    weights = (tf.one_hot(low, size) * (1. - frac)[..., None] +
+               tf.one_hot(low + 1, size) * frac[..., None])
+    window = ((pixels >= tf.floor(start) - 1.) &
+              (pixels < tf.math.ceil(end) + 1.))
+    return weights, window
 
-  wy = _interp_weights(cy)  # [N, H, S]
-  wx = _interp_weights(cx)  # [N, W, S]
+  wy, inside_y = axis_weights(y1, y2, height)  # [N, H, S], [N, H]
+  wx, inside_x = axis_weights(x1, x2, width)   # [N, W, S], [N, W]
   pasted = tf.einsum('nhs,nst,nwt->nhw', wy, masks, wx)
   inside = tf.logical_and(inside_y[:, :, tf.newaxis],
                           inside_x[:, tf.newaxis, :])
@@ -271,33 +273,74 @@ def horizontal_flip(image: tf.Tensor, boxes: tf.Tensor, masks: tf.Tensor,
   return image, boxes, masks
 
 
+def fit_box(image_size: tf.Tensor, output_size: Sequence[int],
+            test_scale: Optional[Sequence[int]] = None) -> tf.Tensor:
+  """float32 [2]: the (height, width) box an image is resized to fit.
+
+  Without `test_scale`, the network input. With `test_scale` =
+  [short, long], mmdet's keep-ratio `Resize(scale=(long, short))` bounds,
+  oriented like the image, within the network input.
+
+  Args:
+    image_size: [2] (height, width) of the image.
+    output_size: [height, width] of the network input.
+    test_scale: None or [short side, long side].
+  """
+  box = tf.constant([float(s) for s in output_size], tf.float32)
+  if not test_scale:
+    return box
+  short, long = float(min(test_scale)), float(max(test_scale))
+  image_size = tf.cast(image_size, tf.float32)
+  landscape = image_size[1] >= image_size[0]
+  oriented = tf.where(landscape, tf.constant([short, long]),
+                      tf.constant([long, short]))
+  return tf.minimum(oriented, box)
+
+
 def resize_image(image: tf.Tensor,
                  output_size: Sequence[int],
                  aug_scale_min: float = 1.0,
-                 aug_scale_max: float = 1.0
+                 aug_scale_max: float = 1.0,
+                 test_scale: Optional[Sequence[int]] = None
                  ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """Resizes to fit `output_size` (times a random scale), crops, zero-pads.
+  """Resizes to fit (times a random scale), crops, zero-pads.
 
   Model Garden's `resize_and_crop_image` with the padded size equal to the
-  output size; the content sits at the top-left.
+  output size; the content sits at the top-left. With `test_scale`, the
+  reference's test resize instead: fitted into `fit_box(..., test_scale)`
+  at mmdet's rounding of the size, with OpenCV's bilinear arithmetic on
+  uint8 pixels (`official_ext.vision.ops.preprocess_ops`).
 
   Args:
     image: [h, w, 3] image, any real dtype, 0..255.
     output_size: [height, width] of the result.
     aug_scale_min: minimum random scale relative to fitting output_size.
     aug_scale_max: maximum random scale (1.0 and 1.0: no augmentation).
+    test_scale: see `fit_box`.
 
   Returns:
     (image float32 [height, width, 3], image_info float32 [4, 2] as Model
     Garden's: original size, output size, scale, crop offset; valid_size
     int32 [2]: the extent of the content at the top-left.)
   """
+  output_size = [int(s) for s in output_size]
+  if test_scale:
+    image_size = tf.shape(image)[0:2]
+    scaled_size = preprocess_ops_ext.keep_ratio_size(
+        image_size, fit_box(image_size, output_size, test_scale))
+    image = tf.cast(preprocess_ops_ext.resize_like_opencv(image, scaled_size),
+                    tf.float32)
+    image = tf.image.pad_to_bounding_box(image, 0, 0, *output_size)
+    image_size = tf.cast(image_size, tf.float32)
+    scaled_size = tf.cast(scaled_size, tf.float32)
+    image_info = tf.stack([image_size, scaled_size, scaled_size / image_size,
+                           tf.zeros([2])])
+    return image, image_info, tf.cast(scaled_size, tf.int32)
   image = tf.cast(image, tf.float32)
   image_size = tf.cast(tf.shape(image)[0:2], tf.float32)
-  output_size = [int(s) for s in output_size]
   image, image_info = preprocess_ops.resize_and_crop_image(
-      image, output_size, padded_size=output_size,
-      aug_scale_min=aug_scale_min, aug_scale_max=aug_scale_max, seed=None)
+      image, output_size, padded_size=output_size, aug_scale_min=aug_scale_min,
+      aug_scale_max=aug_scale_max, seed=None)
   scaled_size = tf.round(image_size * image_info[2, :])
   valid_size = tf.minimum(scaled_size - image_info[3, :],
                           tf.constant(output_size, tf.float32))
@@ -307,7 +350,8 @@ def resize_image(image: tf.Tensor,
 def pad_and_normalize(image: tf.Tensor,
                       valid_size: tf.Tensor,
                       pad_value: float,
-                      dtype: tf.DType = tf.float32) -> tf.Tensor:
+                      dtype: tf.DType = tf.float32,
+                      pad_size: Optional[tf.Tensor] = None) -> tf.Tensor:
   """Fills the padding with pad_value, normalises (MEAN_RGB / STDDEV_RGB).
 
   Args:
@@ -315,17 +359,28 @@ def pad_and_normalize(image: tf.Tensor,
     valid_size: int32 [2], the extent of the content.
     pad_value: value of the padding pixels before normalisation.
     dtype: dtype of the result.
+    pad_size: [2] extent (at the top-left) that padding with `pad_value`
+      fills; beyond it the normalised image is 0 (the reference pads to its
+      test scale with `pad_value`, then to a multiple of 32 with zeros after
+      normalisation). None: all of the image.
 
   Returns:
     The network input, [height, width, 3] of `dtype`.
   """
   height, width = image.shape[0], image.shape[1]
-  rows = tf.range(height)[:, tf.newaxis] < valid_size[0]
-  cols = tf.range(width)[tf.newaxis, :] < valid_size[1]
-  valid = tf.logical_and(rows, cols)[..., tf.newaxis]
-  image = tf.where(valid, image, pad_value)
+
+  def inside(size):
+    size = tf.cast(size, tf.int32)
+    rows = tf.range(height)[:, tf.newaxis] < size[0]
+    cols = tf.range(width)[tf.newaxis, :] < size[1]
+    return tf.logical_and(rows, cols)[..., tf.newaxis]
+
   mean = tf.constant(unipercepnet_cfg.MEAN_RGB, tf.float32)
   std = tf.constant(unipercepnet_cfg.STDDEV_RGB, tf.float32)
+  padding = tf.constant(pad_value, tf.float32)
+  if pad_size is not None:
+    padding = tf.where(inside(pad_size), padding, mean)
+  image = tf.where(inside(valid_size), image, padding)
   image = (image - mean) / std
   image.set_shape([height, width, 3])
   return tf.cast(image, dtype)
@@ -333,7 +388,8 @@ def pad_and_normalize(image: tf.Tensor,
 
 def preprocess_for_inference(image: tf.Tensor,
                              output_size: Sequence[int],
-                             pad_value: float = 114.
+                             pad_value: float = 114.,
+                             test_scale: Optional[Sequence[int]] = None
                              ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """An image as evaluation feeds it to the network; also used by serving.
 
@@ -341,13 +397,18 @@ def preprocess_for_inference(image: tf.Tensor,
     image: [h, w, 3] uint8 (or 0..255 float) RGB image of any size.
     output_size: [height, width] of the network input.
     pad_value: value of the padding pixels before normalisation.
+    test_scale: see `fit_box`; the padding fills the fitting box with
+      `pad_value` and the rest of the input with the mean colour.
 
   Returns:
     (float32 [height, width, 3] network input, image_info [4, 2],
     valid_size int32 [2]).
   """
-  image, image_info, valid_size = resize_image(image, output_size)
-  image = pad_and_normalize(image, valid_size, pad_value)
+  image, image_info, valid_size = resize_image(image, output_size,
+                                               test_scale=test_scale)
+  pad_size = (fit_box(image_info[0, :], output_size, test_scale)
+              if test_scale else None)
+  image = pad_and_normalize(image, valid_size, pad_value, pad_size=pad_size)
   return image, image_info, valid_size
 
 
@@ -365,6 +426,7 @@ class Parser:
                aug_rand_hflip: bool = False,
                aug_hsv: bool = False,
                pad_value: float = 114.,
+               test_scale: Optional[Sequence[int]] = None,
                skip_crowd_during_training: bool = True,
                category_ids: Optional[Sequence[int]] = None,
                dtype: str = 'float32',
@@ -387,6 +449,7 @@ class Parser:
       aug_hsv: whether training applies the YOLOX HSV jitter.
       pad_value: value of padding pixels (0..255 scale, before
         normalisation).
+      test_scale: evaluation's resize bounds (see `fit_box`).
       skip_crowd_during_training: drop crowd annotations in training.
       category_ids: dataset category ids; position i maps to contiguous class
         i + 1 and other ids are dropped. None: ids are already 1..K.
@@ -403,6 +466,7 @@ class Parser:
     self._hflip_prob = hflip_prob if aug_rand_hflip else 0.
     self._aug_hsv = aug_hsv
     self._pad_value = float(pad_value)
+    self._test_scale = list(test_scale) if test_scale else None
     self._skip_crowd_during_training = skip_crowd_during_training
     self._category_table = (None if category_ids is None else
                             category_lookup_table(category_ids))
@@ -564,7 +628,8 @@ class Parser:
 
   # -------------------------------------------------------------- geometry.
   def _resize_and_crop(self, prepared: Mapping[str, tf.Tensor],
-                       aug_scale_min: float, aug_scale_max: float):
+                       aug_scale_min: float, aug_scale_max: float,
+                       test_scale: Optional[Sequence[int]] = None):
     """Resizes (random scale), crops and zero-pads to output_size.
 
     Returns:
@@ -573,7 +638,8 @@ class Parser:
       classes [n], masks [n, S, S]) with empty boxes removed.
     """
     image, image_info, valid_size = resize_image(
-        prepared['image'], self._output_size, aug_scale_min, aug_scale_max)
+        prepared['image'], self._output_size, aug_scale_min, aug_scale_max,
+        test_scale)
     image_scale, offset = image_info[2, :], image_info[3, :]
     valid_size = tf.cast(valid_size, tf.float32)
     boxes = tf.cast(prepared['boxes'], tf.float32)
@@ -666,9 +732,12 @@ class Parser:
             dict(prepared, classes=tf.stack(
                 [tf.cast(prepared['classes'], tf.int32),
                  tf.cast(prepared['is_crowd'], tf.int32)], axis=-1)),
-            1.0, 1.0))
+            1.0, 1.0, self._test_scale))
     classes, is_crowd = classes[:, 0], classes[:, 1]
-    image = self._finish_image(image, valid_size)
+    pad_size = (fit_box(image_info[0, :], self._output_size, self._test_scale)
+                if self._test_scale else None)
+    image = pad_and_normalize(image, valid_size, self._pad_value, self._dtype,
+                              pad_size)
     labels = self._labels(image_info, boxes, classes, masks)
     labels.update({
         'gt_is_crowd': preprocess_ops.clip_or_pad_to_fixed_size(
@@ -728,6 +797,7 @@ def build_parser(data_config: unipercepnet_cfg.DataConfig,
       aug_rand_hflip=p.aug_rand_hflip,
       aug_hsv=p.aug_hsv,
       pad_value=p.pad_value,
+      test_scale=p.test_scale,
       skip_crowd_during_training=p.skip_crowd_during_training,
       category_ids=category_ids,
       dtype=data_config.dtype)

@@ -43,6 +43,7 @@ def build_unipercepnet(
       num_classes=model_config.num_classes,
       stride=2**model_config.level,
       anchor_size=anchor.anchor_size,
+      anchor_center_offset=anchor.center_offset,
       anchor_scales=anchor.scales,
       aspect_ratios=anchor.aspect_ratios,
       num_stacked_convs=head_cfg.num_stacked_convs,
@@ -80,7 +81,8 @@ def build_unipercepnet(
         name='mask_head')
     aligner = roi_aligner.ROIAligner(
         crop_size=model_config.mask_roi_aligner.crop_size,
-        sample_offset=model_config.mask_roi_aligner.sample_offset)
+        sampling_ratio=model_config.mask_roi_aligner.sampling_ratio,
+        aligned=model_config.mask_roi_aligner.aligned)
     max_mask_rois = mask_cfg.max_inference_rois
 
   return unipercepnet_model.UniPercepNetModel(
@@ -91,4 +93,5 @@ def build_unipercepnet(
       mask_head=mask_head,
       mask_roi_aligner=aligner,
       level=level,
-      max_mask_rois=max_mask_rois)
+      max_mask_rois=max_mask_rois,
+      clip_boxes=gen.clip_boxes)

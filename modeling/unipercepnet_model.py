@@ -27,6 +27,7 @@ class UniPercepNetModel(tf_keras.Model):
                mask_roi_aligner: Optional[tf_keras.layers.Layer] = None,
                level: str = '5',
                max_mask_rois: Optional[int] = None,
+               clip_boxes: bool = False,
                **kwargs):
     super().__init__(**kwargs)
     if (mask_head is None) != (mask_roi_aligner is None):
@@ -42,6 +43,7 @@ class UniPercepNetModel(tf_keras.Model):
         'mask_roi_aligner': mask_roi_aligner,
         'level': str(level),
         'max_mask_rois': max_mask_rois,
+        'clip_boxes': clip_boxes,
     }
     self.backbone = backbone
     self.decoder = decoder
@@ -88,7 +90,9 @@ class UniPercepNetModel(tf_keras.Model):
     Args:
       images: `[B, H, W, 3]` normalised images, H and W multiples of 32.
       image_shape: `[B, 2]` height and width of the valid (unpadded) image in
-        each padded input; boxes are clipped to it. Defaults to `[H, W]`.
+        each padded input; with `clip_boxes`, boxes are clipped to it before
+        NMS (defaults to `[H, W]`). Without, boxes are left as predicted, as
+        in the reference.
       roi_boxes: training only, `[B, R, 4]` RoIs (yxyx, pixels) for the mask
         branch.
       roi_classes: training only, `[B, R]` 1-based class of each RoI.
@@ -115,12 +119,14 @@ class UniPercepNetModel(tf_keras.Model):
                                                   training=training)
       return outputs
 
-    if image_shape is None:
-      image_shape = tf.shape(images)[1:3]
-    image_shape = tf.cast(image_shape, tf.float32)
-    if image_shape.shape.rank == 2:
-      image_shape = image_shape[:, None, :]
-    boxes = box_ops.clip_boxes(outputs['box_preds'], image_shape)
+    boxes = outputs['box_preds']
+    if self._config_dict['clip_boxes']:
+      if image_shape is None:
+        image_shape = tf.shape(images)[1:3]
+      image_shape = tf.cast(image_shape, tf.float32)
+      if image_shape.shape.rank == 2:
+        image_shape = image_shape[:, None, :]
+      boxes = box_ops.clip_boxes(boxes, image_shape)
     detections = self.detection_generator(boxes, outputs['cls_scores'])
     num_slots = tf.shape(detections['detection_classes'])[1]
     valid = (tf.range(num_slots)[None, :] <

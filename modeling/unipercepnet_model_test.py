@@ -25,7 +25,11 @@ def tiny_config(num_classes=3, include_mask=True) -> cfg.UniPercepNet:
       head=cfg.TOODHead(num_stacked_convs=2, num_filters=16,
                         attention_channels=4, branch_channels=8),
       mask_head=cfg.MaskHead(num_convs=2, num_filters=16),
-      detection_generator=cfg.DetectionGenerator(max_num_detections=10))
+      # The options a serving user may want: a score threshold, boxes
+      # clipped to the image (the reference has neither).
+      detection_generator=cfg.DetectionGenerator(
+          max_num_detections=10, pre_nms_score_threshold=0.05,
+          clip_boxes=True))
 
 
 def _build(model_config):

@@ -134,6 +134,7 @@ def test_experiment_reads_the_prepared_folder(prepared):
       'coco', 'instances_val2017.json')
   params.override({'task': {
       'model': {'num_classes': 3},
+      'category_ids': None,  # Read from the annotation file.
       'annotation_file': os.path.join(out, 'instances_val2017.json'),
       'validation_data': {'input_path': os.path.join(out, 'val*'),
                           'global_batch_size': 2}}}, is_strict=True)

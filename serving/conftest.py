@@ -24,8 +24,9 @@ def _small_params():
   params.override({
       'task': {
           'model': {'input_size': [INPUT_SIZE, INPUT_SIZE, 3],
-                    # Untrained scores sit near the prior: keep them all.
-                    'detection_generator': {'pre_nms_score_threshold': 0.0}},
+                    # Boxes clipped to the image, as serving users may
+                    # want (the reference leaves them as predicted).
+                    'detection_generator': {'clip_boxes': True}},
           'annotation_file': '',
           'category_ids': CATEGORY_IDS,
       },

@@ -34,30 +34,39 @@ from dataloaders import unipercepnet_input
 from modeling import factory
 from tasks import unipercepnet as task_lib
 
-# Masks pasted at full size are 1 where the pasted probability exceeds this.
+# Masks pasted at full size are 1 where the pasted probability reaches this.
 MASK_THRESHOLD = 0.5
 
 
 def paste_masks_batch(masks: tf.Tensor, boxes: tf.Tensor,
-                      image_size: tf.Tensor) -> tf.Tensor:
+                      image_size: tf.Tensor,
+                      image_sizes: Optional[tf.Tensor] = None) -> tf.Tensor:
   """Pastes box crops into full images and binarises them.
 
   Args:
     masks: float [B, D, M, M] probabilities of each box.
     boxes: float [B, D, 4] yxyx boxes, pixels of the target image.
     image_size: (height, width) of the (common) output, int scalars.
+    image_sizes: optional [B, 2] (height, width) of each image; its masks
+      are 0 beyond them.
 
   Returns:
     uint8 [B, D, height, width]: 1 where the bilinearly pasted probability
-    is above `MASK_THRESHOLD` (0 outside each box).
+    is at least `MASK_THRESHOLD` (as the reference thresholds).
   """
   def paste_one(args):
     pasted = unipercepnet_input.paste_masks(args[0], args[1], image_size)
-    return tf.cast(pasted > MASK_THRESHOLD, tf.uint8)
+    return tf.cast(pasted >= MASK_THRESHOLD, tf.uint8)
 
-  return tf.map_fn(paste_one, (masks, boxes),
-                   fn_output_signature=tf.TensorSpec(
-                       [masks.shape[1], None, None], tf.uint8))
+  pasted = tf.map_fn(paste_one, (masks, boxes),
+                     fn_output_signature=tf.TensorSpec(
+                         [masks.shape[1], None, None], tf.uint8))
+  if image_sizes is not None:
+    sizes = tf.cast(image_sizes, tf.int32)
+    rows = tf.range(image_size[0])[None, :, None] < sizes[:, 0, None, None]
+    cols = tf.range(image_size[1])[None, None, :] < sizes[:, 1, None, None]
+    pasted *= tf.cast(rows & cols, tf.uint8)[:, None]
+  return pasted
 
 
 class UniPercepNetModule(export_base.ExportModule):
@@ -97,6 +106,7 @@ class UniPercepNetModule(export_base.ExportModule):
       raise ValueError(f'num_channels is {num_channels}; the model reads RGB.')
     self._full_size_masks = full_size_masks
     self._pad_value = params.task.validation_data.parser.pad_value
+    self._test_scale = params.task.validation_data.parser.test_scale
     self._category_ids = task_lib.resolve_category_ids(params.task)
     super().__init__(params, batch_size=batch_size, input_image_size=size,
                      input_type=input_type, num_channels=num_channels,
@@ -125,7 +135,7 @@ class UniPercepNetModule(export_base.ExportModule):
 
   def _preprocess_one(self, image: tf.Tensor):
     image, image_info, _ = unipercepnet_input.preprocess_for_inference(
-        image, self._input_image_size, self._pad_value)
+        image, self._input_image_size, self._pad_value, self._test_scale)
     return image, image_info
 
   def _preprocess_specs(self):
@@ -155,7 +165,8 @@ class UniPercepNetModule(export_base.ExportModule):
              image_info: tf.Tensor) -> Dict[str, tf.Tensor]:
     """Detections of preprocessed images (see the module doc)."""
     scale = image_info[:, 2, :]
-    # Boxes are clipped to the valid (unpadded) region, as in evaluation.
+    # With model.detection_generator.clip_boxes, boxes are clipped to the
+    # valid (unpadded) region, as in evaluation.
     outputs = self.model.call(images, image_shape=image_info[:, 0, :] * scale,
                               training=False)
     boxes = outputs['detection_boxes'] / tf.tile(scale[:, tf.newaxis, :],
@@ -173,7 +184,8 @@ class UniPercepNetModule(export_base.ExportModule):
       if self._full_size_masks:
         largest = tf.cast(tf.reduce_max(image_info[:, 0, :], axis=0),
                           tf.int32)
-        masks = paste_masks_batch(masks, boxes, (largest[0], largest[1]))
+        masks = paste_masks_batch(masks, boxes, (largest[0], largest[1]),
+                                  image_info[:, 0, :])
       detections['detection_masks'] = masks
     return detections
 

@@ -20,9 +20,9 @@ def _png(image):
 
 def test_paste_masks_batch_hand_computed():
   # A 2x2 crop with only its top-left cell on, pasted into a 4x4 box at the
-  # origin: output pixel centres sample the crop at -0.25 (clamped to 0),
-  # 0.25, 0.75, 1.25 (clamped to 1); values 1, .75, .25, 0 along each axis,
-  # products above 0.5 kept.
+  # origin: output pixel centres sample the crop at -0.25, 0.25, 0.75, 1.25
+  # with zeros outside it (grid_sample); values .75, .75, .25, 0 along each
+  # axis, products of at least 0.5 kept.
   masks = tf.constant([[[[1., 0.], [0., 0.]]]])
   boxes = tf.constant([[[0., 0., 4., 4.]]])
   pasted = detection.paste_masks_batch(masks, boxes, (5, 6)).numpy()
@@ -108,16 +108,17 @@ def test_full_size_masks_are_binary_at_the_largest_image_size(small_module):
   masks = out['detection_masks'].numpy()
   assert masks.dtype == np.uint8 and masks.shape[2:] == (70, 80)
   assert set(np.unique(masks)) <= {0, 1}
-  # Each mask lies inside its box (rounded outwards); the first image's
-  # masks are empty below its 48 rows.
+  # Each mask lies inside its box grown to whole pixels plus one (the
+  # reference's paste window); the first image's masks are empty below its
+  # 48 rows.
   assert not masks[0, :, 48:].any()
   boxes = out['detection_boxes'].numpy()
   for k in range(int(out['num_detections'][1])):
     y1, x1, y2, x2 = boxes[1, k]
     rows, cols = np.nonzero(masks[1, k])
     if rows.size:
-      assert rows.min() >= np.floor(y1) and rows.max() < np.ceil(y2)
-      assert cols.min() >= np.floor(x1) and cols.max() < np.ceil(x2)
+      assert rows.min() >= np.floor(y1) - 1 and rows.max() < np.ceil(y2) + 1
+      assert cols.min() >= np.floor(x1) - 1 and cols.max() < np.ceil(x2) + 1
   assert masks[1].sum() > 0
 
 

@@ -30,7 +30,8 @@ from serving import export_saved_model_lib as export_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _EXPERIMENT = flags.DEFINE_string(
-    'experiment', None, 'Registered experiment, e.g. unipercepnet_coco.')
+    'experiment', None, 'Registered experiment, e.g. unipercepnet_coco; '
+    'optional with --config_file=RUN/params.yaml.')
 _CONFIG_FILE = flags.DEFINE_multi_string(
     'config_file', None, 'YAML overrides, applied in order (a training '
     "run's params.yaml works).")
@@ -85,5 +86,5 @@ def main(_):
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['experiment', 'checkpoint_path', 'export_dir'])
+  flags.mark_flags_as_required(['checkpoint_path', 'export_dir'])
   app.run(main)

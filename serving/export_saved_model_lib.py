@@ -24,10 +24,24 @@ SAVED_MODEL_SUBDIR = 'saved_model'
 CHECKPOINT_SUBDIR = 'checkpoint'
 
 
-def load_params(experiment: str,
+# The base of a run's params.yaml given without --experiment: params.yaml
+# sets every field, so any UniPercepNet experiment serves as the base.
+DEFAULT_EXPERIMENT = 'unipercepnet_coco'
+
+
+def load_params(experiment: Optional[str],
                 config_files: Sequence[str] = (),
                 params_override: str = '') -> cfg.ExperimentConfig:
-  """The experiment with its YAML files and override string applied."""
+  """The experiment with its YAML files and override string applied.
+
+  `experiment` may be None when `config_files` are given (a training run's
+  or a converted checkpoint's params.yaml holds the whole experiment).
+  """
+  if experiment is None:
+    if not config_files:
+      raise ValueError('Give --experiment, or --config_file with a run\'s '
+                       'params.yaml.')
+    experiment = DEFAULT_EXPERIMENT
   try:
     params = exp_factory.get_exp_config(experiment)
   except KeyError as e:

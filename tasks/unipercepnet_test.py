@@ -26,7 +26,8 @@ _TINY = {
             'head': {'num_stacked_convs': 2, 'num_filters': 16,
                      'attention_channels': 4, 'branch_channels': 8},
             'mask_head': {'num_convs': 1, 'num_filters': 8},
-        }
+        },
+        'category_ids': None,
     }
 }
 

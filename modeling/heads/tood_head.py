@@ -29,13 +29,20 @@ def _prior_bias(prior_prob: float) -> float:
 
 def single_level_anchors(feature_height: int, feature_width: int, stride: int,
                          anchor_size: float, scales: Sequence[float],
-                         aspect_ratios: Sequence[float]) -> tf.Tensor:
-  """Anchors `[H * W * A, 4]` (yxyx, pixels), centred on the cells."""
+                         aspect_ratios: Sequence[float],
+                         center_offset: float = 0.) -> tf.Tensor:
+  """Anchors `[H * W * A, 4]` (yxyx, pixels), in (row, column, anchor) order.
+
+  Cell (i, j) has its anchors centred at `((i + center_offset) * stride,
+  (j + center_offset) * stride)`: 0 is mmdet's default (the reference's),
+  0.5 Model Garden's cell centres.
+  """
   generator = anchor_generator.AnchorGeneratorv1(
       anchor_sizes=[anchor_size], scales=list(scales),
       aspect_ratios=list(aspect_ratios), strides=[stride])
   anchors = generator([feature_height * stride, feature_width * stride])[0]
-  return tf.reshape(anchors, [-1, 4])
+  # Model Garden centres anchors on the cells: move them by the difference.
+  return tf.reshape(anchors, [-1, 4]) - (0.5 - center_offset) * stride
 
 
 def resample_boxes(boxes: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
@@ -47,8 +54,10 @@ def resample_boxes(boxes: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
 
   Returns:
     `[B, H, W, A, 4]`: each coordinate bilinearly sampled from its own channel
-    of the box map at its own offset; boxes the sampling inverts
-    (ymin > ymax or xmin > xmax) keep their unsampled value.
+    of the box map at its own offset. Where the sampling inverts the FIRST
+    anchor's box (ymin > ymax or xmin > xmax), every anchor of that cell
+    keeps its unsampled box; inverted boxes of the other anchors stay, as in
+    the reference (mmdet's TOOD tests channels 0-3 only).
   """
   shape = tf.shape(boxes)
   height, width = boxes.shape[1], boxes.shape[2]
@@ -57,9 +66,9 @@ def resample_boxes(boxes: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
       tf.reshape(boxes, [-1, height, width, channels]),
       tf.reshape(offsets, [-1, height, width, channels, 2]))
   sampled = tf.reshape(sampled, shape)
-  inverted = ((sampled[..., 0] > sampled[..., 2]) |
-              (sampled[..., 1] > sampled[..., 3]))
-  return tf.where(inverted[..., None], boxes, sampled)
+  first = sampled[:, :, :, 0, :]
+  inverted = (first[..., 0] > first[..., 2]) | (first[..., 1] > first[..., 3])
+  return tf.where(inverted[..., None, None], boxes, sampled)
 
 
 @tf_keras.utils.register_keras_serializable(package='Vision')
@@ -141,11 +150,12 @@ class TOODHead(tf_keras.layers.Layer):
                num_classes: int,
                stride: int = 32,
                anchor_size: float = 32.,
+               anchor_center_offset: float = 0.,
                anchor_scales: Sequence[float] = (1., 2., 4., 8., 16.),
                aspect_ratios: Sequence[float] = (1.,),
                num_stacked_convs: int = 6,
                num_filters: int = 256,
-               attention_channels: int = 48,
+               attention_channels: int = 32,
                branch_channels: int = 64,
                ctr_clamp: Optional[float] = 32.,
                deformable_sampling: bool = True,
@@ -161,6 +171,7 @@ class TOODHead(tf_keras.layers.Layer):
         'num_classes': num_classes,
         'stride': stride,
         'anchor_size': anchor_size,
+        'anchor_center_offset': anchor_center_offset,
         'anchor_scales': list(anchor_scales),
         'aspect_ratios': list(aspect_ratios),
         'num_stacked_convs': num_stacked_convs,
@@ -266,7 +277,8 @@ class TOODHead(tf_keras.layers.Layer):
 
     anchors = single_level_anchors(height, width, c['stride'],
                                    c['anchor_size'], c['anchor_scales'],
-                                   c['aspect_ratios'])
+                                   c['aspect_ratios'],
+                                   c['anchor_center_offset'])
     scale = tf.cast(self._scale, tf.float32)  # Read as float16 under AMP.
     deltas = tf.reshape(tf.cast(deltas, tf.float32) * scale,
                         [-1, height, width, a, 4])

@@ -23,11 +23,16 @@ def test_single_level_anchors_values():
   anchors = tood_head.single_level_anchors(2, 3, 32, 32., [1., 2.], [1.])
   anchors = anchors.numpy()
   assert anchors.shape == (2 * 3 * 2, 4)
-  # Cell (0, 0): centre (16, 16); sizes 32 and 64.
-  np.testing.assert_allclose(anchors[0], [0., 0., 32., 32.])
-  np.testing.assert_allclose(anchors[1], [-16., -16., 48., 48.])
-  # Cell (row 1, column 2): centre (48, 80); (row, column, anchor) order.
-  np.testing.assert_allclose(anchors[(1 * 3 + 2) * 2], [32., 64., 64., 96.])
+  # Cell (0, 0): centre (0, 0) (mmdet's center_offset 0); sizes 32, 64.
+  np.testing.assert_allclose(anchors[0], [-16., -16., 16., 16.])
+  np.testing.assert_allclose(anchors[1], [-32., -32., 32., 32.])
+  # Cell (row 1, column 2): centre (32, 64); (row, column, anchor) order.
+  np.testing.assert_allclose(anchors[(1 * 3 + 2) * 2], [16., 48., 48., 80.])
+  # Model Garden's cell centres: (16, 16) for cell (0, 0).
+  centred = tood_head.single_level_anchors(2, 3, 32, 32., [1., 2.], [1.],
+                                           center_offset=0.5).numpy()
+  np.testing.assert_allclose(centred[0], [0., 0., 32., 32.])
+  np.testing.assert_allclose(centred - anchors, 16.)
 
 
 def test_head_output_shapes_and_score_formula():
@@ -53,13 +58,14 @@ def test_head_param_count_at_paper_size():
   head(tf.zeros([1, 2, 2, 512]))
   count = sum(v.shape.num_elements() for v in head.trainable_variables)
   # 6 stacked 3x3 convs (no bias) + BN: 1,180,160 + 5 * 590,336
-  # 2 task decompositions: 1536*48+48 + 48*6+6 + 1536*256 + 2*256 each
+  # 2 task decompositions: 1536*32+32 + 32*6+6 + 1536*256 + 2*256 each
+  # (the reference's hidden width 1536 // 48 = 32)
   # cls 3x3 256->400, reg 3x3 256->20, prob 1536->64->1, offsets 1536->64->40
   # and the scale.
-  expected = (1180160 + 5 * 590336 + 2 * (73776 + 294 + 393216 + 512) +
+  expected = (1180160 + 5 * 590336 + 2 * (49184 + 198 + 393216 + 512) +
               (921600 + 400) + (46080 + 20) + (98304 + 64 + 576 + 1) +
               (98304 + 64 + 23040 + 40) + 1)
-  assert count == expected == 6255930
+  assert count == expected == 6206554
 
 
 def test_boxes_without_offsets_are_decoded_anchors():
@@ -113,6 +119,23 @@ def test_resample_boxes_integer_offset_and_inverted_fallback():
   np.testing.assert_allclose(out[0, 0, 0, 0], [0., 20., 10., 30.])
   np.testing.assert_allclose(out[0, 0, 1, 0], [0., 20., 10., 30.])
   np.testing.assert_allclose(out[0, 0, 2, 0], [50., 40., 60., 50.])
+
+
+def test_only_the_first_anchor_decides_the_fallback():
+  # The reference tests anchor 0's box: where it inverts, every anchor of
+  # the cell keeps its unsampled box; another anchor's inverted box stays.
+  boxes = tf.constant([[[[[0., 0., 10., 10.], [0., 0., 20., 20.]],
+                         [[30., 30., 40., 40.], [60., 60., 90., 90.]]]]])
+  offsets = np.zeros([1, 1, 2, 2, 4, 2], np.float32)
+  # Cell 0: anchor 1's ymin read from cell 1 (60 > ymax 20): inverted, kept.
+  offsets[0, 0, 0, 1, 0, 1] = 1.
+  # Cell 1: anchor 0's ymax read from cell 0 (10 < ymin 30): all revert.
+  offsets[0, 0, 1, 0, 2, 1] = -1.
+  offsets[0, 0, 1, 1, :, 1] = -1.
+  out = tood_head.resample_boxes(boxes, tf.constant(offsets)).numpy()
+  np.testing.assert_allclose(out[0, 0, 0, 0], [0., 0., 10., 10.])
+  np.testing.assert_allclose(out[0, 0, 0, 1], [60., 0., 20., 20.])
+  np.testing.assert_allclose(out[0, 0, 1], boxes.numpy()[0, 0, 1])
 
 
 def test_task_decomposition_matches_numpy():

@@ -76,16 +76,20 @@ class CAResNet(tf_keras.Model):
         norm_eval=norm_eval)
 
     inputs = tf_keras.Input(shape=input_specs.shape[1:])
+    # Strided convs and the pool pad symmetrically, as torchvision's do.
+    x = tf_keras.layers.ZeroPadding2D(3, name='stem_pad')(inputs)
     x = tf_keras.layers.Conv2D(
-        64, 7, strides=2, padding='same', use_bias=False,
+        64, 7, strides=2, padding='valid', use_bias=False,
         kernel_initializer=tf_utils.clone_initializer(kernel_initializer),
-        kernel_regularizer=kernel_regularizer, name='stem_conv')(inputs)
+        kernel_regularizer=kernel_regularizer, name='stem_conv')(x)
     x = tf_keras.layers.BatchNormalization(
         momentum=norm_momentum, epsilon=norm_epsilon,
         synchronized=use_sync_bn, name='stem_norm')(
             x, training=False if norm_eval else None)
     x = tf_utils.get_activation(activation, use_keras_layer=True)(x)
-    x = tf_keras.layers.MaxPool2D(3, strides=2, padding='same',
+    # Zeros pad like -inf here: the pool's inputs are ReLU outputs.
+    x = tf_keras.layers.ZeroPadding2D(1, name='stem_pool_pad')(x)
+    x = tf_keras.layers.MaxPool2D(3, strides=2, padding='valid',
                                   name='stem_pool')(x)
 
     endpoints = {}

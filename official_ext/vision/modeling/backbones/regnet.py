@@ -131,10 +131,12 @@ class RegNet(tf_keras.Model):
         norm_eval=norm_eval)
 
     inputs = tf_keras.Input(shape=input_specs.shape[1:])
+    # Strided convs pad symmetrically, as PyTorch's (and pycls') do.
+    x = tf_keras.layers.ZeroPadding2D(1, name='stem_pad')(inputs)
     x = tf_keras.layers.Conv2D(
-        stem_filters, 3, strides=2, padding='same', use_bias=False,
+        stem_filters, 3, strides=2, padding='valid', use_bias=False,
         kernel_initializer=tf_utils.clone_initializer(kernel_initializer),
-        kernel_regularizer=kernel_regularizer, name='stem_conv')(inputs)
+        kernel_regularizer=kernel_regularizer, name='stem_conv')(x)
     x = tf_keras.layers.BatchNormalization(
         momentum=norm_momentum, epsilon=norm_epsilon,
         synchronized=use_sync_bn, name='stem_norm')(

@@ -4,7 +4,8 @@ Model Garden's detection generators decode anchor deltas themselves; a head
 that refines its boxes after decoding (TOOD's deformable sampling) needs one
 that takes boxes as they are. This one follows mmdet's dense-head test path:
 the top `pre_nms_top_k` (box, class) pairs over all anchors and classes, a
-score threshold, class-wise NMS and the best `max_num_detections`, batched
+score threshold (scores must exceed it), the removal of empty boxes (width
+or height <= 0), class-wise NMS and the best `max_num_detections`, batched
 and with static output shapes.
 """
 
@@ -20,7 +21,7 @@ class DecodedBoxDetectionGenerator(tf_keras.layers.Layer):
 
   def __init__(self,
                pre_nms_top_k: int = 1000,
-               pre_nms_score_threshold: float = 0.05,
+               pre_nms_score_threshold: float = 0.,
                nms_iou_threshold: float = 0.6,
                max_num_detections: int = 100,
                **kwargs):
@@ -59,6 +60,12 @@ class DecodedBoxDetectionGenerator(tf_keras.layers.Layer):
     top_scores, top_index = tf.math.top_k(flat, k=k, sorted=True)
     top_boxes = tf.gather(boxes, top_index // num_classes, batch_dims=1)
     top_classes = top_index % num_classes
+    # Empty or inverted boxes are dropped (their score is set below any
+    # threshold: NMS keeps scores above it).
+    non_empty = ((top_boxes[..., 2] > top_boxes[..., 0]) &
+                 (top_boxes[..., 3] > top_boxes[..., 1]))
+    top_scores = tf.where(non_empty, top_scores,
+                          tf.minimum(c['pre_nms_score_threshold'], 0.) - 1.)
     # One candidate per row: its score in its own class column, zero elsewhere,
     # so that the per-class NMS below sees each (box, class) pair once.
     per_class_scores = (

@@ -103,6 +103,20 @@ class DecodedBoxDetectionGeneratorTest(tf.test.TestCase,
     self.assertAllEqual(out['detection_scores'], np.zeros((2, 5)))
     self.assertAllEqual(out['detection_classes'], np.zeros((2, 5)))
 
+  def test_reference_defaults_keep_every_positive_score_drop_empty_boxes(self):
+    # The reference: no score threshold (scores must exceed 0), boxes of
+    # zero or negative width or height dropped before NMS.
+    boxes = np.array([[_A, _ZERO, [5., 5., 5., 9.], [9., 9., 8., 12.], _D]],
+                     np.float32)
+    scores = np.array([[[0.01], [0.9], [0.8], [0.7], [0.]]], np.float32)
+    layer = detection_generator.DecodedBoxDetectionGenerator(
+        pre_nms_top_k=5, max_num_detections=5)
+    self.assertEqual(layer.get_config()['pre_nms_score_threshold'], 0.)
+    out = layer(boxes, scores)
+    self.assertAllEqual(out['num_detections'], [1])
+    self.assertAllClose(out['detection_boxes'][0, 0], _A)
+    self.assertAllClose(out['detection_scores'][0, 0], 0.01)
+
   def test_tf_function_dynamic_batch(self):
     boxes, scores = _inputs()
     layer = _generator()

@@ -15,6 +15,11 @@ from official.modeling import tf_utils
 from official_ext.vision.modeling.layers import nn_layers
 
 
+def symmetric_pad(x: tf.Tensor, pad: int) -> tf.Tensor:
+  """Zero-pads height and width by `pad` on both sides (PyTorch's padding)."""
+  return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+
+
 @tf_keras.utils.register_keras_serializable(package='Vision')
 class GroupedBottleneckBlock(tf_keras.layers.Layer):
   """1x1 -> 3x3 grouped (strided) -> 1x1, BN after each, residual add.
@@ -73,7 +78,8 @@ class GroupedBottleneckBlock(tf_keras.layers.Layer):
         kernel_size,
         strides=strides,
         groups=groups,
-        padding='same',
+        # Strided 3x3 convs pad explicitly (see `call`).
+        padding='valid' if strides > 1 and kernel_size > 1 else 'same',
         use_bias=False,
         kernel_initializer=tf_utils.clone_initializer(c['kernel_initializer']),
         kernel_regularizer=c['kernel_regularizer'],
@@ -120,6 +126,10 @@ class GroupedBottleneckBlock(tf_keras.layers.Layer):
                                      training=bn_training)
     x = self._activation_fn(self._norm1(self._conv1(inputs),
                                         training=bn_training))
+    if self._config_dict['strides'] > 1:
+      # PyTorch pads a strided 3x3 conv by one on every side; 'same' would
+      # pad only the bottom and right of an even-sized map.
+      x = symmetric_pad(x, 1)
     x = self._activation_fn(self._norm2(self._conv2(x), training=bn_training))
     x = self._norm3(self._conv3(x), training=bn_training)
     if self._attention is not None:
