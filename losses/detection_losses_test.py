@@ -197,6 +197,74 @@ class GiouLossTest(tf.test.TestCase):
       self.assertTrue(np.isfinite(loss.numpy()))
 
 
+class TorchSemanticsTest(tf.test.TestCase):
+  """Where torch/mmdet's definitions differ from a naive one."""
+
+  def test_logs_are_clamped_at_minus_100_not_the_probabilities(self):
+    # Certain and wrong: BCE is 100 (torch), not -log(1e-6) = 13.8.
+    focal = detection_losses.focal_loss(
+        tf.constant([[0.0, 1.0]]), tf.constant([[1.0, 0.0]]))
+    self.assertAllClose(focal, 0.25 * 100. + 0.75 * 100., rtol=1e-6)
+    qfl = detection_losses.quality_focal_loss(
+        tf.constant([[1.0, 0.0]]), tf.constant([1]), tf.constant([1.0]))
+    # Channel 0: BCE(1, 0) * 1^2 = 100; channel 1: BCE(0, 1) * |1 - 0|^2.
+    self.assertAllClose(qfl, 200., rtol=1e-6)
+    # Certain and right: exactly 0.
+    self.assertAllClose(detection_losses.focal_loss(
+        tf.constant([[1.0, 0.0]]), tf.constant([[1.0, 0.0]])), 0., atol=0)
+
+  def test_small_probabilities_use_log1p(self):
+    p = np.array([[1e-9, 3e-5, 0.02]], np.float32)
+    loss = detection_losses.focal_loss(p, np.zeros_like(p))
+    expected = (0.75 * p.astype(np.float64)**2 *
+                -np.log1p(-p.astype(np.float64))).sum()
+    self.assertAllClose(loss, expected, rtol=1e-6)
+
+  def test_gradients_are_torchs_and_finite_at_0_and_1(self):
+    probs = tf.Variable([[0.0, 1.0, 0.3, 1.0, 0.0]])
+    targets = tf.constant([[1.0, 0.0, 1.0, 1.0, 0.0]])
+    quality = tf.constant([0.6])
+    for loss_fn in (
+        lambda p: detection_losses.focal_loss(p, targets),
+        lambda p: detection_losses.quality_focal_loss(p, tf.constant([2]),
+                                                      quality)):
+      with tf.GradientTape() as tape:
+        loss = loss_fn(probs)
+      grad = tape.gradient(loss, probs).numpy()
+      self.assertTrue(np.all(np.isfinite(grad)), grad)
+      self.assertTrue(np.isfinite(loss.numpy()))
+    # d BCE(p, y) / dp = (p - y) / max(p (1 - p), 1e-12) (torch's backward).
+    p = tf.Variable([0.0, 1.0, 0.25])
+    y = tf.constant([1.0, 0.0, 0.5])
+    bce_fn = detection_losses._binary_cross_entropy  # pylint: disable=protected-access
+    with tf.GradientTape() as tape:
+      bce = bce_fn(p, y)
+    grad = tape.gradient(bce, p).numpy()
+    self.assertAllClose(grad, [-1e12, 1e12, -0.25 / 0.1875], rtol=1e-6)
+
+  def test_giou_areas_are_not_clamped(self):
+    # mmdet's bbox_overlaps: an inverted box's "area" is its extents'
+    # product: (-2) * (-2) = 4 here, so an upside-down copy of the target
+    # has union 8, enclosing 4: GIoU 1, loss 0.
+    target = tf.constant([[0.0, 0.0, 2.0, 2.0]])
+    flipped = tf.constant([[2.0, 2.0, 0.0, 0.0]])
+    self.assertAllClose(detection_losses.elementwise_giou(flipped, target),
+                        [1.0])
+    # Inverted on one axis: area -4, union max(0, 1e-6).
+    half = tf.constant([[0.0, 2.0, 2.0, 0.0]])
+    self.assertAllClose(detection_losses.elementwise_giou(half, target),
+                        [-(4.0 - 1e-6) / 4.0], rtol=1e-6)
+
+  def test_giou_eps_is_mmdets(self):
+    # Two points: union and enclosing area 0 -> 1e-6 each.
+    a = tf.constant([[1.0, 1.0, 1.0, 1.0]])
+    self.assertAllClose(detection_losses.elementwise_giou(a, a), [0.0])
+    # Tiny boxes (1e-4 squared = 1e-8 area, below eps): IoU = 1e-8 / 1e-6.
+    b = tf.constant([[0.0, 0.0, 1e-4, 1e-4]])
+    self.assertAllClose(detection_losses.elementwise_iou(b, b), [0.01],
+                        rtol=1e-3)
+
+
 class MaskLossTest(tf.test.TestCase):
 
   def test_zero_logits_give_log2_per_roi(self):

@@ -152,7 +152,8 @@ class UniPercepNetTask(base_task.Task):
       step = tf.constant(0, tf.int64)
     losses = unipercepnet_losses.detection_losses_fn(
         model_outputs, labels['gt_boxes'], labels['gt_classes'],
-        self._initial_stage(step), params)
+        self._initial_stage(step), params,
+        stride=2 ** self.task_config.model.level)
     total = (params.cls_weight * losses['cls_loss'] +
              params.giou_weight * losses['box_loss'])
     if 'mask_logits' in model_outputs:
@@ -322,7 +323,9 @@ def resolve_category_ids(config: exp_cfg.UniPercepNetTask) -> List[int]:
   if len(ids) != num_classes or len(set(ids)) != len(ids):
     raise ValueError(
         f'{source} gives {len(ids)} category ids ({len(set(ids))} distinct) '
-        f'but task.model.num_classes is {num_classes}.')
+        f'but task.model.num_classes is {num_classes}. List the dataset\'s '
+        'ids in task.category_ids, or set it to null to read them from '
+        'task.annotation_file.')
   return ids
 
 

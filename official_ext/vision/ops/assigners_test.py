@@ -101,20 +101,80 @@ class UniformAssignTest(tf.test.TestCase):
     self.assertAllEqual(out['positive'][0], [0, 0, 1, 0, 0, 0])
     self.assertAllEqual(out['ignored'][0], [0, 0, 0, 1, 0, 0])
 
-  def test_shared_candidate_goes_to_nearest_gt(self):
+  def test_shared_candidate_goes_to_the_last_write(self):
     anchors = _row_anchors()
-    # Predictions far below: their candidacies have IoU 0 and are dropped.
+    # Predictions far below, but a prediction candidacy is judged by its
+    # ANCHOR's IoU: anchor 2 is the nearest prediction and the nearest anchor
+    # of both gts. As in mmdet, the writes go [pred rank 0 of gts 0, 1; prior
+    # rank 0 of gts 0, 1] and the last one (gt 1) wins, however near gt 0 is.
     preds = anchors + np.array([200., 0., 200., 0.], np.float32)
     gt_near = [0., 66., 32., 98.]  # Distance 2 to anchor 2.
     gt_far = [0., 60., 32., 92.]   # Distance 4 to anchor 2.
-    for gts, classes, winner in [([gt_near, gt_far], [1, 2], 0),
-                                 ([gt_far, gt_near], [2, 1], 1)]:
+    for gts, classes in [([gt_near, gt_far], [1, 2]),
+                         ([gt_far, gt_near], [2, 1])]:
       out = self._assign(anchors, *_batch(preds, gts, [True, True], classes),
                          num_nearest=1)
       self.assertAllEqual(out['positive'][0], [0, 0, 1, 0, 0, 0])
-      self.assertEqual(out['matched_gt'][0, 2], winner)
-      self.assertEqual(out['labels'][0, 2], 1)
-      self.assertAllEqual(out['box_targets'][0, 2], gt_near)
+      self.assertEqual(out['matched_gt'][0, 2], 1)
+      self.assertEqual(out['assigned_gt_inds'][0, 2], 2)
+      self.assertEqual(out['labels'][0, 2], classes[1])
+      self.assertAllEqual(out['box_targets'][0, 2], gts[1])
+
+  def test_later_low_iou_write_overrides_a_positive(self):
+    anchors = _row_anchors()
+    preds = anchors + np.array([200., 0., 200., 0.], np.float32)
+    # Gt 0 fits anchor 2 (IoU 1); gt 1 (8x8 inside anchor 2, IoU 1/16 <
+    # 0.15) is written later: its -1 overwrites gt 0's positive.
+    gts = [[0., 64., 32., 96.], [12., 76., 20., 84.]]
+    out = self._assign(anchors, *_batch(preds, gts, [True, True], [1, 2]),
+                       num_nearest=1)
+    self.assertAllEqual(out['assigned_gt_inds'][0], [0, 0, -1, 0, 0, 0])
+    self.assertAllEqual(out['ignored'][0], [0, 0, 1, 0, 0, 0])
+    # Without the later gt, anchor 2 is gt 0's.
+    out = self._assign(anchors, *_batch(preds, gts[:1], [True], [1]),
+                       num_nearest=1)
+    self.assertAllEqual(out['assigned_gt_inds'][0], [0, 0, 1, 0, 0, 0])
+    # A padded gt writes nothing.
+    out = self._assign(anchors, *_batch(preds, gts, [True, False], [1, -1]),
+                       num_nearest=1)
+    self.assertAllEqual(out['assigned_gt_inds'][0], [0, 0, 1, 0, 0, 0])
+
+  def test_write_order_prediction_before_anchor_per_rank(self):
+    anchors = _row_anchors()
+    gts = [[0., 64., 32., 96.], [0., 96., 32., 128.]]  # Anchors 2 and 3.
+    # Prediction 2 moved onto gt 1 (IoU of anchor 2 with gt 1: 0): gt 1's
+    # nearest prediction is anchor 2, written -1 at rank 0 before gt 0's
+    # nearest anchor (anchor 2, IoU 1) writes 1.
+    preds = anchors + np.array([200., 0., 200., 0.], np.float32)
+    preds[2] = gts[1]
+    out = self._assign(anchors, *_batch(preds, gts, [True, True], [5, 6]),
+                       num_nearest=1)
+    self.assertAllEqual(out['assigned_gt_inds'][0], [0, 0, 1, 2, 0, 0])
+    # With 2 of each kind the writes are, rank 0: pred g0 -> a2 (1), pred
+    # g1 -> a2 (-1), prior g0 -> a2 (1), prior g1 -> a3 (2); rank 1: pred g0
+    # -> a1 (-1; a1/a3 tie, lower index), pred g1 -> a3 (2), prior g0 -> a1
+    # (-1), prior g1 -> a2 (-1; a2/a4 tie, lower index). So gt
+    # 0's perfect anchor 2 ends ignored by gt 1's last rank-1 write.
+    out = self._assign(anchors, *_batch(preds, gts, [True, True], [5, 6]),
+                       num_nearest=2)
+    self.assertAllEqual(out['assigned_gt_inds'][0], [0, -1, -1, 2, 0, 0])
+    self.assertAllEqual(out['labels'][0], [-1, -1, -1, 6, -1, -1])
+
+  def test_given_candidates_replace_the_nearest(self):
+    anchors = _row_anchors()
+    gts = [[0., 64., 32., 96.]]
+    preds = anchors + np.array([200., 0., 200., 0.], np.float32)
+    # Anchors 3 (IoU 0 with the gt: -1) and 2 (IoU 1: positive).
+    out = assigners.uniform_assign(
+        anchors, *_batch(preds, gts, [True], [4]),
+        pred_candidates=tf.constant([[[3]]]),
+        prior_candidates=tf.constant([[[2]]]))
+    self.assertAllEqual(out['assigned_gt_inds'][0], [0, 0, 1, -1, 0, 0])
+    candidates = assigners.uniform_candidates(
+        anchors, *_batch(preds, gts), num_nearest=3)
+    self.assertAllEqual(candidates['prior'][0, :, 0], [2, 1, 3])
+    # Predictions 200 px below: the same order (ties: lower index).
+    self.assertAllEqual(candidates['pred'][0, :, 0], [2, 1, 3])
 
   def test_padded_gts_never_match(self):
     anchors = _row_anchors()
@@ -264,7 +324,12 @@ class TaskAlignedAssignTest(tf.test.TestCase):
       self.assertEqual(out['matched_gt'][0, 1], winner)
       self.assertEqual(out['labels'][0, 1], 1)
       self.assertAllEqual(out['box_targets'][0, 1], gt_b)
-      self.assertAllClose(out['alignment'][0, 1], 7. / 9., rtol=1e-5)
+      # t / (t + 1e-7) * u: mmdet's eps is not negligible for t = 0.0022.
+      t = 0.01 * (7. / 9.)**6
+      self.assertAllClose(out['assign_metrics'][0, 1], t, rtol=1e-5)
+      self.assertAllClose(out['max_overlaps'][0, 1], 7. / 9., rtol=1e-6)
+      self.assertAllClose(out['alignment'][0, 1], t / (t + 1e-7) * 7. / 9.,
+                          rtol=1e-5)
 
   def test_padded_gts_are_ignored(self):
     anchors, preds, scores, _ = self._scene()
