@@ -1,0 +1,401 @@
+r"""Converts PyTorch weights into UniPercepNet-S TensorFlow checkpoints.
+
+Whole models trained with the reference implementation (UniPercepNet-S on
+MMDetection 3.3):
+
+  python tools/convert_checkpoint.py --checkpoint=epoch_36.pth \
+      --experiment=unipercepnet_coco --output_dir=CONVERTED
+
+writes a checkpoint that `train.py --mode=eval`, `train.py` (fine-tuning
+from step 0) and `serving/export_saved_model.py --config_file=
+CONVERTED/params.yaml --checkpoint_path=CONVERTED` read as they read a
+training run, and `CONVERTED/params.yaml` (the experiment with its category
+ids written out).
+
+ImageNet backbones for `task.init_checkpoint` (with
+`init_checkpoint_modules: backbone`):
+
+  python tools/convert_checkpoint.py --part=backbone \
+      --checkpoint=regnetx_4.0gf-a88f671e.pth --experiment=unipercepnet_coco \
+      --output_dir=PRETRAINED
+
+reads MMDetection / open-mmlab RegNetX and ResNet, pycls RegNetX, timm
+RegNetX (`regnetx_040` and siblings, also .safetensors) and torchvision
+ResNet namings. Channel-attention weights, which no ImageNet checkpoint has,
+keep their initialisation, as in the reference.
+
+Inputs: .pth / .pt (read without torch and without running pickled code),
+.safetensors, .npz. Every source tensor is used exactly once and every
+target variable filled exactly once, or the tool stops and lists the
+unmatched keys and shape mismatches.
+"""
+
+import dataclasses
+import os
+import sys
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from official.core import config_definitions as cfg
+from official.core import task_factory
+from official.core import train_utils
+from serving import export_saved_model_lib
+from tasks import unipercepnet as task_lib
+from tools import backbone_namings
+from tools import weights_io
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+PARTS = ('model', 'backbone')
+
+
+class ConversionError(ValueError):
+  """The source weights do not fit the model; the message lists why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """A Keras layer filled from the source tensors under `prefix`.
+
+  kind: 'conv' (Conv2D, incl. grouped), 'bn' (BatchNormalization), 'dense'
+  (Dense from a 1x1 conv), 'deconv' (Conv2DTranspose), 'scale' (a scalar
+  variable, `layer` is the variable itself).
+  out_order: source output channels in target order (permutes the weight's
+  first axis and the bias), or None.
+  in_order: source input channels in target order, or None.
+  """
+  prefix: str
+  layer: object
+  kind: str
+  out_order: Optional[np.ndarray] = None
+  in_order: Optional[np.ndarray] = None
+
+
+# Source tensors that hold no weights.
+_SKIPPED_SUFFIXES = ('.num_batches_tracked',)
+
+# The reference reads BGR images, this project RGB.
+BGR_TO_RGB = np.array([2, 1, 0])
+
+
+def _conv_weight(w: np.ndarray) -> np.ndarray:
+  """PyTorch `[out, in, kh, kw]` -> Keras `[kh, kw, in, out]`."""
+  return np.transpose(w, (2, 3, 1, 0))
+
+
+def _expected(target: Target) -> List[Tuple[str, tf.Variable,
+                                             Callable[[np.ndarray],
+                                                      np.ndarray]]]:
+  """(source key, variable, source -> variable value) of one target."""
+  layer, p = target.layer, target.prefix
+
+  def reorder(w, is_weight):
+    if target.out_order is not None:
+      w = w[target.out_order]
+    if is_weight and target.in_order is not None:
+      w = w[:, target.in_order]
+    return w
+
+  if target.kind == 'scale':
+    return [(p, layer, lambda w: np.reshape(w, layer.shape))]
+  if target.kind == 'bn':
+    return [(f'{p}.weight', layer.gamma, lambda w: w),
+            (f'{p}.bias', layer.beta, lambda w: w),
+            (f'{p}.running_mean', layer.moving_mean, lambda w: w),
+            (f'{p}.running_var', layer.moving_variance, lambda w: w)]
+  if target.kind == 'conv':
+    weight = lambda w: _conv_weight(reorder(w, True))
+  elif target.kind == 'dense':
+    weight = lambda w: reorder(w, True)[:, :, 0, 0].T
+  elif target.kind == 'deconv':
+    # ConvTranspose2d is [in, out, kh, kw]; Keras [kh, kw, out, in].
+    weight = lambda w: np.transpose(w, (2, 3, 1, 0))
+  else:
+    raise ValueError(f'Unknown target kind {target.kind!r}.')
+  items = [(f'{p}.weight', layer.kernel, weight)]
+  if layer.use_bias:
+    items.append((f'{p}.bias', layer.bias, lambda w: reorder(w, False)))
+  return items
+
+
+def assign(targets: Sequence[Target], source: Dict[str, np.ndarray],
+           variables: Sequence[tf.Variable], source_name: str,
+           skipped: Callable[[str], bool] = lambda key: False) -> None:
+  """Fills `variables` from `source` through `targets`; all or nothing.
+
+  Args:
+    targets: what to fill from where.
+    source: the source state dict.
+    variables: every variable that must be filled, each exactly once.
+    source_name: the file, for messages.
+    skipped: source keys that are deliberately not used.
+
+  Raises:
+    ConversionError: listing source keys not used, variables not filled or
+      filled twice, missing keys and shape mismatches.
+  """
+  values, problems, used = [], [], set()
+  filled, reported = {}, set()
+  for target in targets:
+    for key, variable, transform in _expected(target):
+      if key not in source:
+        problems.append(f'missing source tensor {key} (for {variable.name})')
+        reported.add(variable.ref())
+        continue
+      if key in used:
+        problems.append(f'source tensor {key} used twice')
+      used.add(key)
+      value = transform(np.asarray(source[key], np.float32))
+      if tuple(value.shape) != tuple(variable.shape):
+        problems.append(f'{key}: shape {tuple(source[key].shape)} does not '
+                        f'fit {variable.name} {tuple(variable.shape)}')
+        reported.add(variable.ref())
+        continue
+      ref = variable.ref()
+      if ref in filled:
+        problems.append(f'{variable.name} filled from {filled[ref]} and {key}')
+      filled[ref] = key
+      values.append((variable, value))
+  unused = sorted(k for k in source
+                  if k not in used and not k.endswith(_SKIPPED_SUFFIXES)
+                  and not skipped(k))
+  problems += [f'source tensor {k} {tuple(np.shape(source[k]))} matches no '
+               'variable' for k in unused]
+  unfilled = [v.name for v in variables
+              if v.ref() not in filled and v.ref() not in reported]
+  problems += [f'variable {n} has no source tensor' for n in unfilled]
+  if problems:
+    shown = problems[:40]
+    more = len(problems) - len(shown)
+    raise ConversionError(
+        f'{source_name}: {len(problems)} problem(s) converting the weights:\n'
+        + '\n'.join('  ' + p for p in shown) +
+        (f'\n  ... and {more} more' if more > 0 else ''))
+  for variable, value in values:
+    variable.assign(value.astype(variable.dtype.as_numpy_dtype))
+
+
+# ------------------------------------------------------------------ layers
+
+
+def backbone_targets(backbone: tf_keras.Model, prefix: str = '',
+                     rgb_from_bgr: bool = False,
+                     with_attention: bool = True) -> List[Target]:
+  """The RegNet / CAResNet backbone in MMDetection's naming.
+
+  `conv1`/`bn1` stem, `layer{i}.{j}` blocks with `conv1..3`, `bn1..3`,
+  `downsample.{0,1}` and `channel_attention.excitation.{0,1}.conv`.
+  """
+  stem_order = BGR_TO_RGB if rgb_from_bgr else None
+  targets = [Target(f'{prefix}conv1', backbone.get_layer('stem_conv'), 'conv',
+                    in_order=stem_order),
+             Target(f'{prefix}bn1', backbone.get_layer('stem_norm'), 'bn')]
+  for layer in backbone.layers:
+    name = layer.name
+    if not name.startswith('stage') or '_block' not in name:
+      continue
+    stage, block = name[len('stage'):].split('_block')
+    p = f'{prefix}layer{stage}.{block}'
+    # pylint: disable=protected-access
+    for i in (1, 2, 3):
+      targets.append(Target(f'{p}.conv{i}', getattr(layer, f'_conv{i}'),
+                            'conv'))
+      targets.append(Target(f'{p}.bn{i}', getattr(layer, f'_norm{i}'), 'bn'))
+    if layer._config_dict['use_projection']:
+      targets.append(Target(f'{p}.downsample.0', layer._shortcut, 'conv'))
+      targets.append(Target(f'{p}.downsample.1', layer._shortcut_norm, 'bn'))
+    if with_attention and layer._attention is not None:
+      a = f'{p}.channel_attention.excitation'
+      targets.append(Target(f'{a}.0.conv', layer._attention._squeeze, 'conv'))
+      targets.append(Target(f'{a}.1.conv', layer._attention._excite, 'conv'))
+    # pylint: enable=protected-access
+  return targets
+
+
+def attention_variables(backbone: tf_keras.Model) -> List[tf.Variable]:
+  """The channel-attention variables of a backbone's blocks."""
+  out = []
+  for layer in backbone.layers:
+    attention = getattr(layer, '_attention', None)
+    if attention is not None:
+      out += attention.variables
+  return out
+
+
+def _box_channel_order(num_anchors: int) -> np.ndarray:
+  """Source box channels in target order: (x1, y1, x2, y2) -> (y1, x1, ...).
+
+  The same permutation turns (dx, dy, dw, dh) deltas into (dy, dx, dh, dw).
+  """
+  return np.concatenate([a * 4 + np.array([1, 0, 3, 2])
+                         for a in range(num_anchors)])
+
+
+def model_targets(model) -> List[Target]:
+  """Every layer of a UniPercepNetModel in the reference's naming."""
+  # pylint: disable=protected-access
+  targets = backbone_targets(model.backbone, 'backbone.', rgb_from_bgr=True)
+  decoder = model.decoder
+  for name in ('lateral_conv', 'fpn_conv'):
+    targets.append(Target(f'neck.{name}', decoder.get_layer(name), 'conv'))
+  for name in ('lateral_norm', 'fpn_norm'):
+    targets.append(Target(f'neck.{name}', decoder.get_layer(name), 'bn'))
+  for layer in decoder.layers:
+    if layer.name.startswith('dilated_block'):
+      p = f'neck.dilated_encoder_blocks.{layer.name[len("dilated_block"):]}'
+      for i, (conv, norm) in enumerate(zip(layer._convs, layer._norms)):
+        targets.append(Target(f'{p}.conv{i + 1}.conv', conv, 'conv'))
+        targets.append(Target(f'{p}.conv{i + 1}.bn', norm, 'bn'))
+
+  head = model.head
+  for i, (conv, norm) in enumerate(zip(head._stacked_convs,
+                                       head._stacked_norms)):
+    targets.append(Target(f'bbox_head.inter_convs.{i}.conv', conv, 'conv'))
+    targets.append(Target(f'bbox_head.inter_convs.{i}.bn', norm, 'bn'))
+  for task in ('cls', 'reg'):
+    d = getattr(head, f'_{task}_decomposition')
+    p = f'bbox_head.{task}_decomp'
+    targets += [Target(f'{p}.layer_attention.0', d._attention1, 'dense'),
+                Target(f'{p}.layer_attention.2', d._attention2, 'dense'),
+                Target(f'{p}.reduction_conv.conv', d._reduction, 'conv'),
+                Target(f'{p}.reduction_conv.bn', d._norm, 'bn')]
+  box_order = _box_channel_order(head.num_anchors)
+  # Offsets: channel 2g + {0: dy, 1: dx} of source box channel g.
+  offset_order = (2 * box_order[:, None] + np.arange(2)).reshape(-1)
+  targets += [
+      Target('bbox_head.tood_cls', head._cls_conv, 'conv'),
+      Target('bbox_head.tood_reg', head._reg_conv, 'conv',
+             out_order=box_order),
+      Target('bbox_head.cls_prob_module.0', head._prob_conv1, 'conv'),
+      Target('bbox_head.cls_prob_module.2', head._prob_conv2, 'conv'),
+      Target('bbox_head.scales.0.scale', head._scale, 'scale'),
+  ]
+  if head._config_dict['deformable_sampling']:
+    targets += [
+        Target('bbox_head.reg_offset_module.0', head._offset_conv1, 'conv'),
+        Target('bbox_head.reg_offset_module.2', head._offset_conv2, 'conv',
+               out_order=offset_order)]
+
+  if model.mask_head is not None:
+    mask = model.mask_head
+    p = 'roi_head.mask_head'
+    for i, conv in enumerate(mask._convs):
+      targets.append(Target(f'{p}.convs.{i}.conv', conv, 'conv'))
+    if mask._attention is not None:
+      targets.append(Target(f'{p}.sam.conv.conv', mask._attention._conv,
+                            'conv'))
+    targets += [Target(f'{p}.upsample', mask._upsample, 'deconv'),
+                Target(f'{p}.conv_logits', mask._logits, 'conv')]
+  # pylint: enable=protected-access
+  return targets
+
+
+# ------------------------------------------------------------- conversion
+
+
+def build_task_and_model(params: cfg.ExperimentConfig):
+  task = task_factory.get_task(params.task)
+  return task, task.build_model()
+
+
+def convert_model(params: cfg.ExperimentConfig, source: Dict[str, np.ndarray],
+                  source_name: str = 'checkpoint'):
+  """A built model holding the reference weights of `source`."""
+  task, model = build_task_and_model(params)
+  assign(model_targets(model), source, model.variables, source_name)
+  return task, model
+
+
+def convert_backbone(params: cfg.ExperimentConfig,
+                     source: Dict[str, np.ndarray],
+                     source_name: str = 'checkpoint') -> tf_keras.Model:
+  """The experiment's backbone holding ImageNet weights from `source`."""
+  source, form = backbone_namings.to_mmdet(source)
+  logging.info('%s: %s naming.', source_name, form.name)
+  _, model = build_task_and_model(params)
+  backbone = model.backbone
+  attention = {v.ref() for v in attention_variables(backbone)}
+  assign(backbone_targets(backbone, rgb_from_bgr=form.bgr,
+                          with_attention=False),
+         source, [v for v in backbone.variables if v.ref() not in attention],
+         source_name, skipped=form.skipped)
+  return backbone
+
+
+def write_model(task, model, params: cfg.ExperimentConfig,
+                output_dir: str) -> str:
+  """A training-run style checkpoint (model, EMA optimizer, step 0)."""
+  optimizer = task.create_optimizer(params.trainer.optimizer_config,
+                                    params.runtime)
+  items = {'model': model}
+  if hasattr(optimizer, 'shadow_copy'):
+    # EMA: the averages (what evaluation and export read) are the weights.
+    optimizer.shadow_copy(model)
+    # pylint: disable=protected-access
+    for average, weight in zip(optimizer._average_weights,
+                               optimizer._model_weights):
+      average.assign(weight)
+    # pylint: enable=protected-access
+    items['optimizer'] = optimizer
+  step = tf.Variable(0, dtype=tf.int64, name='global_step')
+  manager = tf.train.CheckpointManager(
+      tf.train.Checkpoint(global_step=step, **items), output_dir,
+      max_to_keep=1)
+  path = manager.save(checkpoint_number=0)
+  params = params.replace(task={
+      'category_ids': task_lib.resolve_category_ids(params.task)})
+  train_utils.serialize_config(params, output_dir)
+  return path
+
+
+def write_backbone(backbone: tf_keras.Model, output_dir: str) -> str:
+  """A checkpoint `task.init_checkpoint_modules: backbone` reads."""
+  tf.io.gfile.makedirs(output_dir)
+  return tf.train.Checkpoint(backbone=backbone).write(
+      os.path.join(output_dir, 'backbone'))
+
+
+def define_flags() -> None:
+  """The command line's flags (defined only when run as a program)."""
+  flags.DEFINE_string(
+      'checkpoint', None, 'PyTorch weights: .pth/.pt, .safetensors or .npz.')
+  flags.DEFINE_string('experiment', 'unipercepnet_coco',
+                      'Registered experiment.')
+  flags.DEFINE_multi_string('config_file', None,
+                            'YAML overrides, applied in order.')
+  flags.DEFINE_string('params_override', '',
+                      'YAML/JSON string of overrides, applied last.')
+  flags.DEFINE_string('output_dir', None, 'Output directory.')
+  flags.DEFINE_enum(
+      'part', 'model', PARTS,
+      'model: a whole reference checkpoint; backbone: ImageNet weights for '
+      'task.init_checkpoint.')
+  flags.mark_flags_as_required(['checkpoint', 'output_dir'])
+
+
+def main(_):
+  f = flags.FLAGS
+  params = export_saved_model_lib.load_params(
+      f.experiment, f.config_file, f.params_override)
+  source = weights_io.load_state_dict(f.checkpoint)
+  if f.part == 'model':
+    task, model = convert_model(params, source, f.checkpoint)
+    path = write_model(task, model, params, f.output_dir)
+    print(f'Wrote {path} and {os.path.join(f.output_dir, "params.yaml")}')
+  else:
+    backbone = convert_backbone(params, source, f.checkpoint)
+    path = write_backbone(backbone, f.output_dir)
+    print(f'Wrote {path}; train with --params_override='
+          f'task.init_checkpoint={path},task.init_checkpoint_modules=backbone')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
