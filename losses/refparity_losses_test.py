@@ -136,19 +136,24 @@ def test_e4_task_aligned_assignment(fx):
     np.testing.assert_allclose(iou[i, :n].T, ref, rtol=1e-6, atol=1e-7)
 
 
+def _check_sampled_targets(targets, fx, prefix):
+  """Labels (background = 80), label weights and box targets as stored."""
+  np.testing.assert_array_equal(
+      np.where(targets['labels'] < 0, _NUM_CLASSES, targets['labels']),
+      fx[f'{prefix}labels'])
+  np.testing.assert_array_equal(targets['label_weights'],
+                                fx[f'{prefix}label_weights'])
+  np.testing.assert_array_equal(targets['box_targets'],
+                                _yxyx(fx[f'{prefix}bbox_targets']))
+
+
 def test_e4_losses_with_the_stored_sample(fx):
   params = exp_cfg.Losses()
   sample_fn = _stored_sampler(fx, 'e4.')
   targets = unipercepnet_losses.aligned_targets(
       fx['_anchors'], fx['_boxes'], fx['_scores'], *_gt_args(fx), params,
       sample_fn)
-  np.testing.assert_array_equal(
-      np.where(targets['labels'] < 0, _NUM_CLASSES, targets['labels']),
-      fx['e4.labels'])
-  np.testing.assert_array_equal(targets['label_weights'],
-                                fx['e4.label_weights'])
-  np.testing.assert_array_equal(targets['box_targets'],
-                                _yxyx(fx['e4.bbox_targets']))
+  _check_sampled_targets(targets, fx, 'e4.')
   assert _rel(targets['box_weights'], fx['e4.alignment_targets']) < _RTOL
   assert _rel(tf.reduce_sum(targets['box_weights']),
               fx['e4.cls_avg_factor']) < _RTOL
@@ -235,13 +240,7 @@ def test_e0_losses_with_the_stored_sample(fx):
   targets = unipercepnet_losses.uniform_targets(
       fx['_anchors'], _stored_uniform_boxes(fx), *_gt_args(fx), params,
       _stored_sampler(fx, 'e0.'), pred_candidates, prior_candidates)
-  np.testing.assert_array_equal(
-      np.where(targets['labels'] < 0, _NUM_CLASSES, targets['labels']),
-      fx['e0.labels'])
-  np.testing.assert_array_equal(targets['label_weights'],
-                                fx['e0.label_weights'])
-  np.testing.assert_array_equal(targets['box_targets'],
-                                _yxyx(fx['e0.bbox_targets']))
+  _check_sampled_targets(targets, fx, 'e0.')
   np.testing.assert_array_equal(targets['box_weights'],
                                 fx['e0.alignment_targets'])
   sums = unipercepnet_losses.uniform_loss_sums(

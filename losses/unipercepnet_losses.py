@@ -168,15 +168,23 @@ def aligned_targets(anchors: tf.Tensor,
   return targets
 
 
-def _box_loss_sum(box_preds: tf.Tensor, targets: Mapping[str, tf.Tensor],
-                  stride: float) -> tf.Tensor:
-  """Weighted GIoU sum in stride units over the sampled positives."""
+def _loss_sums(cls_sum: tf.Tensor, box_preds: tf.Tensor,
+               targets: Mapping[str, tf.Tensor],
+               stride: float) -> Dict[str, tf.Tensor]:
+  """A stage's sums: its classification sum, the weighted GIoU sum (stride
+  units, sampled positives), the normaliser and the positives' count."""
   positive = targets['sampled_positive'][..., tf.newaxis]
   # Elsewhere the prediction is compared with itself (weight 0, finite).
   box_targets = tf.where(positive, targets['box_targets'],
                          tf.stop_gradient(box_preds))
-  return detection_losses.giou_loss(box_preds / stride, box_targets / stride,
-                                    targets['box_weights'])
+  return {
+      'cls_sum': cls_sum,
+      'box_sum': detection_losses.giou_loss(
+          box_preds / stride, box_targets / stride, targets['box_weights']),
+      'norm': tf.reduce_sum(targets['box_weights']),
+      'num_positives': tf.reduce_sum(
+          tf.cast(targets['sampled_positive'], tf.float32)),
+  }
 
 
 def uniform_loss_sums(scores: tf.Tensor, box_preds: tf.Tensor,
@@ -200,14 +208,7 @@ def uniform_loss_sums(scores: tf.Tensor, box_preds: tf.Tensor,
   cls_sum = detection_losses.focal_loss(
       scores, one_hot, alpha=params.focal_alpha, gamma=params.focal_gamma,
       weights=targets['label_weights'])
-  norm = tf.reduce_sum(targets['box_weights'])
-  return {
-      'cls_sum': cls_sum,
-      'box_sum': _box_loss_sum(box_preds, targets, stride),
-      'norm': norm,
-      'num_positives': tf.reduce_sum(
-          tf.cast(targets['sampled_positive'], tf.float32)),
-  }
+  return _loss_sums(cls_sum, box_preds, targets, stride)
 
 
 def aligned_loss_sums(scores: tf.Tensor, box_preds: tf.Tensor,
@@ -230,13 +231,7 @@ def aligned_loss_sums(scores: tf.Tensor, box_preds: tf.Tensor,
   cls_sum = detection_losses.quality_focal_loss(
       scores, targets['labels'], targets['box_weights'],
       beta=params.qfl_beta, weights=targets['label_weights'])
-  return {
-      'cls_sum': cls_sum,
-      'box_sum': _box_loss_sum(box_preds, targets, stride),
-      'norm': tf.reduce_sum(targets['box_weights']),
-      'num_positives': tf.reduce_sum(
-          tf.cast(targets['sampled_positive'], tf.float32)),
-  }
+  return _loss_sums(cls_sum, box_preds, targets, stride)
 
 
 def normalise_losses(sums: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:

@@ -41,33 +41,34 @@ def _mmdet_keys() -> List[str]:
   return keys + ['fc.weight', 'fc.bias']
 
 
+_PYCLS_MODULES = {'conv1': 'f.a', 'bn1': 'f.a_bn', 'conv2': 'f.b',
+                  'bn2': 'f.b_bn', 'conv3': 'f.c', 'bn3': 'f.c_bn',
+                  'downsample.0': 'proj', 'downsample.1': 'bn'}
+_TIMM_MODULES = {'conv1': 'conv1.conv', 'bn1': 'conv1.bn',
+                 'conv2': 'conv2.conv', 'bn2': 'conv2.bn',
+                 'conv3': 'conv3.conv', 'bn3': 'conv3.bn',
+                 'downsample.0': 'downsample.conv',
+                 'downsample.1': 'downsample.bn'}
+
+
+def _renamed_key(mmdet_key: str, modules: Dict[str, str]) -> str:
+  """An MMDetection RegNet key in pycls' or timm's naming (1-based blocks)."""
+  stem = {'conv1.': 'stem.conv.', 'bn1.': 'stem.bn.', 'fc.': 'head.fc.'}
+  for old, new in stem.items():
+    if mmdet_key.startswith(old):
+      return new + mmdet_key[len(old):]
+  stage, block, module, param = re.fullmatch(
+      r'layer(\d)\.(\d+)\.(\w+(?:\.\d)?)\.(\w+)', mmdet_key).groups()
+  return f's{stage}.b{int(block) + 1}.{modules[module]}.{param}'
+
+
 def _pycls_key(mmdet_key: str) -> str:
-  """The pycls name of an MMDetection RegNet key (pycls blocks are 1-based)."""
-  stem = {'conv1.': 'stem.conv.', 'bn1.': 'stem.bn.', 'fc.': 'head.fc.'}
-  for old, new in stem.items():
-    if mmdet_key.startswith(old):
-      return new + mmdet_key[len(old):]
-  stage, block, module, param = re.fullmatch(
-      r'layer(\d)\.(\d)\.(\w+(?:\.\d)?)\.(\w+)', mmdet_key).groups()
-  module = {'conv1': 'f.a', 'bn1': 'f.a_bn', 'conv2': 'f.b', 'bn2': 'f.b_bn',
-            'conv3': 'f.c', 'bn3': 'f.c_bn', 'downsample.0': 'proj',
-            'downsample.1': 'bn'}[module]
-  return f's{stage}.b{int(block) + 1}.{module}.{param}'
+  return _renamed_key(mmdet_key, _PYCLS_MODULES)
 
 
-def _timm_key(mmdet_key: str) -> str:
-  """The timm name of an MMDetection RegNet key (timm blocks are 1-based)."""
-  stem = {'conv1.': 'stem.conv.', 'bn1.': 'stem.bn.', 'fc.': 'head.fc.'}
-  for old, new in stem.items():
-    if mmdet_key.startswith(old):
-      return new + mmdet_key[len(old):]
-  stage, block, module, param = re.fullmatch(
-      r'layer(\d)\.(\d)\.(\w+(?:\.\d)?)\.(\w+)', mmdet_key).groups()
-  module = {'conv1': 'conv1.conv', 'bn1': 'conv1.bn', 'conv2': 'conv2.conv',
-            'bn2': 'conv2.bn', 'conv3': 'conv3.conv', 'bn3': 'conv3.bn',
-            'downsample.0': 'downsample.conv',
-            'downsample.1': 'downsample.bn'}[module]
-  return f's{stage}.b{int(block) + 1}.{module}.{param}'
+def timm_key(mmdet_key: str) -> str:
+  """The timm name of an MMDetection RegNet key."""
+  return _renamed_key(mmdet_key, _TIMM_MODULES)
 
 
 def _state_dicts(to_source, stem_kernel: int = 3
@@ -119,7 +120,7 @@ def test_pycls_regnet_is_renamed_and_bgr():
 
 
 def test_timm_regnet_is_renamed_and_rgb():
-  source, expected = _state_dicts(_timm_key)
+  source, expected = _state_dicts(timm_key)
   assert 's2.b1.conv2.conv.weight' in source
   assert 's1.b1.downsample.bn.running_mean' in source
 
@@ -188,7 +189,7 @@ def test_classifier_head_beside_backbone_is_renamed_and_skipped():
 
 
 def test_form_is_a_frozen_dataclass():
-  _, form = backbone_namings.to_mmdet(_state_dicts(_timm_key)[0])
+  _, form = backbone_namings.to_mmdet(_state_dicts(timm_key)[0])
   with pytest.raises(AttributeError):
     form.bgr = True  # pytype: disable=attribute-error
 
@@ -279,7 +280,7 @@ def _export(backbone, to_source, bgr: bool) -> Dict[str, np.ndarray]:
   return {to_source(k): v for k, v in out.items()}
 
 
-@pytest.mark.parametrize('to_source', [_pycls_key, _timm_key],
+@pytest.mark.parametrize('to_source', [_pycls_key, timm_key],
                          ids=['pycls', 'timm'])
 def test_converter_restores_backbone_from_renamed_state_dict(to_source):
   backbone = regnet.RegNet(

@@ -13,6 +13,7 @@ import yaml
 import registry_imports  # pylint: disable=unused-import
 from official.core import exp_factory
 from official_ext.vision.modeling.backbones import ca_resnet
+from tools import backbone_namings_test
 from tools import convert_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -235,29 +236,14 @@ def test_reference_weights_end_to_end(refparity_dir, tmp_path):
         f'mask IoU median {np.median(mask_iou):.5f}, min {min(mask_iou):.5f}')
 
 
-def _timm_name(key):
-  """MMDetection's RegNet naming -> timm's (`regnetx_*` checkpoints)."""
-  key = key.replace('conv1.', 'stem.conv.', 1) if key.startswith(
-      'conv1.') else key
-  key = key.replace('bn1.', 'stem.bn.', 1) if key.startswith('bn1.') else key
-  if key.startswith('layer'):
-    stage, block, rest = key[len('layer'):].split('.', 2)
-    for k in '123':
-      rest = rest.replace(f'conv{k}.', f'conv{k}.conv.').replace(
-          f'bn{k}.', f'conv{k}.bn.')
-    rest = rest.replace('downsample.0.', 'downsample.conv.').replace(
-        'downsample.1.', 'downsample.bn.')
-    key = f's{stage}.b{int(block) + 1}.{rest}'
-  return key
-
-
 def test_imagenet_backbone_for_init_checkpoint(tmp_path):
   params = _tiny_params()
   _, model = convert_checkpoint.build_task_and_model(params)
   _randomise(model.backbone.variables, 2)
-  state = {_timm_name(k): v for k, v in reference_state_dict(
-      convert_checkpoint.backbone_targets(model.backbone,
-                                          with_attention=False)).items()}
+  mmdet_named = reference_state_dict(convert_checkpoint.backbone_targets(
+      model.backbone, with_attention=False))
+  state = {backbone_namings_test.timm_key(k): v
+           for k, v in mmdet_named.items()}
   assert 's2.b1.conv2.conv.weight' in state and 'stem.bn.running_var' in state
   state['head.fc.weight'] = np.zeros([1000, 368], np.float32)
   state['head.fc.bias'] = np.zeros([1000], np.float32)
