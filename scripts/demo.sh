@@ -15,7 +15,7 @@ RUN_DIR=${RUN_DIR:-runs/shapes_demo}
 PY=.venv/bin/python
 
 echo "== 1/4 Built-in dataset -> $DATA_DIR"
-$PY dataloaders/shapes_dataset.py --output_dir="$DATA_DIR"
+$PY -m data.shapes_dataset --output_dir="$DATA_DIR"
 
 echo "== 2/4 Training unipercepnet_shapes from scratch, then COCO evaluation"
 echo "   (progress every 25 steps; full log in $RUN_DIR/train.log)"

@@ -4,7 +4,7 @@ Each signature takes a batch of images (uint8 tensors, encoded JPEG/PNG
 bytes or serialized tf.Examples with `image/encoded`) and runs, in graph:
 
   decode (bytes, examples; grayscale and RGBA -> RGB) -> per image, the
-  evaluation preprocessing (`unipercepnet_input.preprocess_for_inference`:
+  evaluation preprocessing (`preprocess_ops.preprocess_for_inference`:
   resize to fit the input size, pad, normalise) -> the model -> boxes back
   to original-image pixels, classes to the dataset's category ids ->
   optionally masks pasted at the original image size.
@@ -30,7 +30,8 @@ import tf_keras
 
 from official.core import config_definitions as cfg
 from official.vision.serving import export_base
-from dataloaders import unipercepnet_input
+from dataloaders.ops import mask_ops
+from dataloaders.ops import preprocess_ops
 from modeling import factory
 from tasks import unipercepnet as task_lib
 
@@ -55,7 +56,7 @@ def paste_masks_batch(masks: tf.Tensor, boxes: tf.Tensor,
     is at least `MASK_THRESHOLD` (as the reference thresholds).
   """
   def paste_one(args):
-    pasted = unipercepnet_input.paste_masks(args[0], args[1], image_size)
+    pasted = mask_ops.paste_masks(args[0], args[1], image_size)
     return tf.cast(pasted >= MASK_THRESHOLD, tf.uint8)
 
   pasted = tf.map_fn(paste_one, (masks, boxes),
@@ -134,7 +135,7 @@ class UniPercepNetModule(export_base.ExportModule):
     return image
 
   def _preprocess_one(self, image: tf.Tensor):
-    image, image_info, _ = unipercepnet_input.preprocess_for_inference(
+    image, image_info, _ = preprocess_ops.preprocess_for_inference(
         image, self._input_image_size, self._pad_value, self._test_scale)
     return image, image_info
 

@@ -7,7 +7,9 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from dataloaders import unipercepnet_input
+from configs import unipercepnet as unipercepnet_cfg
+from dataloaders import unipercepnet_parser
+from dataloaders.ops import preprocess_ops
 from serving import conftest
 from serving import detection
 
@@ -40,14 +42,14 @@ def test_preprocessing_is_the_evaluation_parsers(small_module):
   np.testing.assert_allclose(info[0].numpy(),
                              [[48, 80], [64, 64], [38 / 48, .8], [0, 0]],
                              rtol=1e-6)
-  parser = unipercepnet_input.Parser(output_size=[64, 64])
-  expected, _, valid = unipercepnet_input.preprocess_for_inference(
+  parser = unipercepnet_parser.Parser(output_size=[64, 64])
+  expected, _, valid = preprocess_ops.preprocess_for_inference(
       image, [64, 64], parser._pad_value)  # pylint: disable=protected-access
   np.testing.assert_array_equal(valid.numpy(), [38, 64])
   np.testing.assert_allclose(images[0].numpy(), expected.numpy(), atol=1e-6)
   # Padding rows hold the normalised pad value (114).
-  pad = (114. - np.array(unipercepnet_input.unipercepnet_cfg.MEAN_RGB)) / (
-      np.array(unipercepnet_input.unipercepnet_cfg.STDDEV_RGB))
+  pad = (114. - np.array(unipercepnet_cfg.MEAN_RGB)) / (
+      np.array(unipercepnet_cfg.STDDEV_RGB))
   np.testing.assert_allclose(images[0, 40].numpy(),
                              np.broadcast_to(pad, [64, 3]), rtol=1e-5)
 

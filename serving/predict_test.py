@@ -11,7 +11,7 @@ from pycocotools import mask as mask_api
 import pytest
 import tensorflow as tf
 
-from dataloaders import shapes_dataset
+from data import shapes_dataset
 from serving import conftest
 from serving import predict
 

@@ -31,6 +31,9 @@ per kind are printed, then a count of the rest), 2 when the annotation file
 
 The checks are a library: `check_annotations` returns a `Report`,
 `check_tfrecords` a `TfRecordStats`, `format_report` renders a report.
+Masks are rasterised and measured by pycocotools (`data/coco_utils.py`, as
+the converters do); an RLE's counts are checked first, as pycocotools
+trusts them.
 """
 
 import collections
@@ -52,7 +55,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_lib
+
+from data import coco_utils
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # COCO evaluation's area ranges.
@@ -240,7 +244,11 @@ def segmentation_kind(segmentation: Any) -> str:
 
 
 def decode_rle_counts(counts: Any) -> np.ndarray:
-  """The run lengths of a compressed COCO RLE string.
+  """The run lengths of a compressed COCO RLE string, checked.
+
+  pycocotools decodes any string without complaint (characters outside the
+  code, a string cut inside a number, runs that do not cover the image), so
+  the check reads the runs itself before pycocotools decodes the mask.
 
   The string holds one number per run, 5 bits per character (offset by 48),
   least significant first; bit 0x20 continues the number, bit 0x10 of the
@@ -286,21 +294,20 @@ def decode_rle_counts(counts: Any) -> np.ndarray:
 
 def rle_area_and_box(runs: np.ndarray, height: int
                     ) -> Tuple[int, Optional[List[int]]]:
-  """Pixel count and [x, y, w, h] pixel box of a column-major RLE."""
-  runs = np.asarray(runs, np.int64)
-  ends = np.cumsum(runs)
-  ones = (np.arange(runs.size) % 2 == 1) & (runs > 0)
-  if not ones.any():
-    return 0, None
-  first = ends[ones] - runs[ones]
-  last = ends[ones] - 1
-  col0, row0 = np.divmod(first, height)
-  col1, row1 = np.divmod(last, height)
-  spans = col1 > col0
-  y0 = 0 if spans.any() else int(row0.min())
-  y1 = height - 1 if spans.any() else int(row1.max())
-  x0, x1 = int(col0.min()), int(col1.max())
-  return int(runs[ones].sum()), [x0, y0, x1 - x0 + 1, y1 - y0 + 1]
+  """Pixel count and [x, y, w, h] pixel box of a column-major RLE.
+
+  Args:
+    runs: the run lengths (zeros first), covering height x width pixels.
+    height: the mask height.
+
+  Returns:
+    (area, box), decoded by pycocotools; box is None for an empty mask.
+  """
+  runs = np.asarray(runs, np.int64).tolist()
+  height = int(height)
+  width = sum(runs) // height
+  return coco_utils.area_and_box(coco_utils.to_rle(
+      {'counts': runs, 'size': [height, width]}, height, width))
 
 
 def _check_polygons(segmentation: list, height: Optional[int],
@@ -329,10 +336,10 @@ def _check_polygons(segmentation: list, height: Optional[int],
     return [('invalid_polygon', '; '.join(bad))], None, None
   if height is None or width is None:
     return [], None, None
-  rle = mask_lib.merge(mask_lib.frPyObjects(good, height, width))
+  area, _ = coco_utils.area_and_box(coco_utils.to_rle(good, height, width))
   points = (good[0] if len(good) == 1 else np.concatenate(good)).reshape(-1, 2)
   (x0, y0), (x1, y1) = points.min(0).tolist(), points.max(0).tolist()
-  return [], int(mask_lib.area(rle)), [x0, y0, x1 - x0, y1 - y0]
+  return [], area, [x0, y0, x1 - x0, y1 - y0]
 
 
 def _check_rle(segmentation: dict, height: Optional[int],
@@ -955,7 +962,7 @@ def define_flags():
   """Defines the command's flags.
 
   Only when run as a script: Model Garden's create_coco_tf_record.py (which
-  dataloaders/coco_tfrecord.py imports) defines --image_dir at import time,
+  data/coco_tfrecord.py imports) defines --image_dir at import time,
   so module-level flags would clash in a process that imports both.
   """
   flags.DEFINE_string('annotation_file', None,

@@ -447,7 +447,7 @@ def test_cli(tmp_path):
 
 
 def test_tfrecords(tmp_path):
-  from dataloaders import coco_tfrecord  # pylint: disable=g-import-not-at-top
+  from data import coco_tfrecord  # pylint: disable=g-import-not-at-top
   coco = _dataset()
   # write_tfrecords fails on crowd annotations (their mask stays
   # [height, width, 1] in Model Garden's converter, which PIL rejects).

@@ -10,49 +10,14 @@ describes them.
 
 import multiprocessing
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
-import numpy as np
-from pycocotools import mask as mask_lib
 import tensorflow as tf
 
+from data import coco_utils
 from official.vision.data import create_coco_tf_record
 
 _FORMATS = {'.png': b'png', '.jpg': b'jpeg', '.jpeg': b'jpeg'}
-
-
-def uncompressed_rle(mask: np.ndarray) -> Dict[str, Any]:
-  """Column-major uncompressed RLE, as pycocotools.frPyObjects accepts it."""
-  flat = np.asarray(mask, dtype=np.uint8).ravel(order='F')
-  change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-  bounds = np.concatenate([[0], change, [flat.size]])
-  counts = np.diff(bounds).tolist()
-  if flat[0]:
-    counts = [0] + counts
-  return {'counts': counts, 'size': list(mask.shape)}
-
-
-def annotation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
-  """uint8 [height, width] mask of a COCO segmentation of any kind.
-
-  Args:
-    segmentation: a list of polygons, an uncompressed RLE (list counts) or
-      a compressed RLE (string or bytes counts).
-    height: the image height.
-    width: the image width.
-
-  Returns:
-    The 0/1 mask.
-  """
-  if isinstance(segmentation, list):
-    rles = mask_lib.frPyObjects(segmentation, height, width)
-    return mask_lib.decode(mask_lib.merge(rles))
-  rle = dict(segmentation)
-  if isinstance(rle['counts'], list):
-    rle = mask_lib.frPyObjects(rle, height, width)
-  elif isinstance(rle['counts'], str):
-    rle['counts'] = rle['counts'].encode('ascii')
-  return mask_lib.decode(rle)
 
 
 def _serialized_example(image: Mapping[str, Any],
@@ -62,7 +27,7 @@ def _serialized_example(image: Mapping[str, Any],
   """One image and its annotations as a serialised tf.Example."""
   converted = []
   for ann in annotations:
-    rle = uncompressed_rle(annotation_mask(
+    rle = coco_utils.uncompressed_rle(coco_utils.annotation_mask(
         ann['segmentation'], image['height'], image['width']))
     # Model Garden merges a list of parts for ordinary annotations and
     # decodes a crowd annotation's single RLE as it is.

@@ -13,7 +13,7 @@ from pycocotools import mask as mask_lib
 import pytest
 import tensorflow as tf
 
-from dataloaders import shapes_dataset
+from data import shapes_dataset
 from official.vision.dataloaders import tf_example_decoder
 
 _SIZE = 64
@@ -169,7 +169,7 @@ def test_cli(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = tmp_path / 'cli'
   proc = subprocess.run(
-      [sys.executable, 'dataloaders/shapes_dataset.py', f'--output_dir={out}',
+      [sys.executable, '-m', 'data.shapes_dataset', f'--output_dir={out}',
        '--num_train=3', '--num_val=2', '--image_size=48', '--seed=1'],
       cwd=root, capture_output=True, text=True, timeout=120,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), check=False)

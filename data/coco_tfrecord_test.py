@@ -8,7 +8,8 @@ from pycocotools import mask as mask_lib
 import pytest
 import tensorflow as tf
 
-from dataloaders import coco_tfrecord
+from data import coco_tfrecord
+from data import coco_utils
 from official.vision.dataloaders import tf_example_decoder
 
 _H, _W = 12, 16
@@ -32,7 +33,7 @@ def coco(tmp_path):
       {'segmentation': [[0, 6, 4, 6, 4, 10, 0, 10], [10, 0, 14, 0, 14, 2,
                                                      10, 2]],
        'bbox': [0, 0, 14, 10], 'iscrowd': 0},
-      {'segmentation': coco_tfrecord.uncompressed_rle(_rect(8, 10, 12, 16)),
+      {'segmentation': coco_utils.uncompressed_rle(_rect(8, 10, 12, 16)),
        'bbox': [10, 8, 6, 4], 'iscrowd': 1},
   ]
   for i, (ann, image_id) in enumerate(zip(annotations, (1, 1, 2))):
@@ -56,7 +57,7 @@ def test_every_mask_kind_and_crowd_decode_as_the_json_says(coco, tmp_path):
   records = [decoder.decode(r) for r in tf.data.TFRecordDataset(paths)]
   masks = [r['groundtruth_instance_masks'].numpy() for r in records]
   # pycocotools' rasterisation of the two squares: 4x4 + 4x2 pixels.
-  polygon = coco_tfrecord.annotation_mask(coco['annotations'][1][
+  polygon = coco_utils.annotation_mask(coco['annotations'][1][
       'segmentation'], _H, _W)
   assert polygon.sum() == 24 and polygon[7, 1] and polygon[1, 11]
   np.testing.assert_array_equal(masks[0], [_rect(1, 2, 5, 9), polygon])

@@ -1,6 +1,6 @@
 r"""Generates a small synthetic instance-segmentation dataset ("shapes").
 
-  python dataloaders/shapes_dataset.py --output_dir=/tmp/shapes \
+  python -m data.shapes_dataset --output_dir=/tmp/shapes \
       [--num_train=1000] [--num_val=200] [--image_size=128] [--seed=0]
 
 Each image is an RGB uint8 PNG with a noisy, low-frequency colour-gradient
@@ -42,23 +42,18 @@ Layout written under `output_dir`, per split in ('train', 'val'):
 
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, List, Sequence, Tuple
 
 from absl import app
 from absl import flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from pycocotools import mask as mask_lib
 
-from dataloaders import coco_tfrecord
-# pylint: enable=g-import-not-at-top,wrong-import-position
+from data import coco_tfrecord
+from data import coco_utils
 
 CATEGORIES = {1: 'circle', 2: 'square', 4: 'triangle'}
 MIN_VISIBLE_AREA = 20
@@ -229,16 +224,11 @@ def _annotation(mask: np.ndarray, category_id: int, image_id: int,
                 ann_id: int) -> Dict[str, Any]:
   """COCO annotation of one visible mask (compressed RLE, tight bbox)."""
   rle = mask_lib.encode(np.asfortranarray(mask.astype(np.uint8)))
-  ys, xs = np.nonzero(mask)
-  x0, y0 = int(xs.min()), int(ys.min())
   return {
       'id': ann_id,
       'image_id': image_id,
       'category_id': category_id,
-      'segmentation': {'size': [int(v) for v in rle['size']],
-                       'counts': rle['counts'].decode('ascii')},
-      'area': float(mask.sum()),
-      'bbox': [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+      **coco_utils.rle_fields(rle),
       'iscrowd': 0,
   }
 

@@ -14,7 +14,8 @@ from pycocotools import mask as mask_lib
 import pytest
 import tensorflow as tf
 
-from dataloaders import bdd100k
+from data import bdd100k
+from data import bdd100k_labels
 from official.vision.dataloaders import tf_example_decoder
 
 _H, _W = 24, 32
@@ -112,15 +113,15 @@ def _scalabel_frames():
 # ignore, bbox, area) or None when skipped).
 _BITMASK_E = [
     (1, 3, 0, _rect(0, 6, 0, 8), (3, 0, 0, [0, 0, 8, 6], 48.0)),
-    (2, 3, bdd100k.OCCLUDED_BIT | bdd100k.TRUNCATED_BIT, _rect(8, 12, 0, 32),
-     (3, 0, 0, [0, 8, 32, 4], 128.0)),
-    (3, 3, bdd100k.IGNORE_BIT, _rect(14, 20, 10, 16),
+    (2, 3, bdd100k_labels.OCCLUDED_BIT | bdd100k_labels.TRUNCATED_BIT,
+     _rect(8, 12, 0, 32), (3, 0, 0, [0, 8, 32, 4], 128.0)),
+    (3, 3, bdd100k_labels.IGNORE_BIT, _rect(14, 20, 10, 16),
      (3, 1, 1, [10, 14, 6, 6], 36.0)),
     (4, 9, 0, _rect(0, 2, 28, 32), None),
-    (256, 8, bdd100k.TRUNCATED_BIT, _triangle(),
+    (256, 8, bdd100k_labels.TRUNCATED_BIT, _triangle(),
      (8, 0, 0, [20, 14, 10, 10], 55.0)),
-    (258, 1, bdd100k.CROWD_BIT | bdd100k.OCCLUDED_BIT, _rect(14, 24, 0, 5),
-     (1, 1, 0, [0, 14, 5, 10], 50.0)),
+    (258, 1, bdd100k_labels.CROWD_BIT | bdd100k_labels.OCCLUDED_BIT,
+     _rect(14, 24, 0, 5), (1, 1, 0, [0, 14, 5, 10], 50.0)),
 ]
 _MIXED = 5  # Instance 5: left half bus, right half truck.
 
@@ -197,7 +198,8 @@ def _check_annotations(coco, expected):
 
 
 def test_scalabel_to_coco(data):
-  coco, problems = bdd100k.scalabel_file_to_coco(data['list'], data['images'])
+  coco, problems = bdd100k_labels.scalabel_file_to_coco(data['list'],
+                                                        data['images'])
   assert coco['categories'] == _CATEGORIES
   assert coco['images'] == [
       {'id': 1, 'file_name': 'a.jpg', 'height': 24, 'width': 32},
@@ -208,11 +210,12 @@ def test_scalabel_to_coco(data):
   _check_annotations(coco, _expected_scalabel())
   src = data['list']
   assert problems == [
-      bdd100k.Problem(src, 'a.jpg', '5', "unknown category: 'traffic light'"),
-      bdd100k.Problem(src, 'a.jpg', '6', 'no rle'),
-      bdd100k.Problem(src, 'a.jpg', '7', 'empty mask'),
-      bdd100k.Problem(src, 'c.jpg', 'c9',
-                      'size mismatch: rle 10x10, frame 24x32'),
+      bdd100k_labels.Problem(src, 'a.jpg', '5',
+                             "unknown category: 'traffic light'"),
+      bdd100k_labels.Problem(src, 'a.jpg', '6', 'no rle'),
+      bdd100k_labels.Problem(src, 'a.jpg', '7', 'empty mask'),
+      bdd100k_labels.Problem(src, 'c.jpg', 'c9',
+                             'size mismatch: rle 10x10, frame 24x32'),
   ]
   assert str(problems[1]) == f'{src}: frame a.jpg: label 6: no rle'
   summary = bdd100k.summarize(coco, problems)
@@ -226,13 +229,13 @@ def test_scalabel_to_coco(data):
 
 
 def test_scalabel_layouts_agree(data):
-  frames = bdd100k.load_scalabel(data['dict'])
-  assert frames == bdd100k.load_scalabel(data['list'])
+  frames = bdd100k_labels.load_scalabel(data['dict'])
+  assert frames == bdd100k_labels.load_scalabel(data['list'])
   assert [f['name'] for f in frames] == ['a.jpg', 'b.jpg', 'c.jpg', 'd.jpg']
-  from_list, problems_list = bdd100k.scalabel_file_to_coco(data['list'],
-                                                           data['images'])
-  from_dict, problems_dict = bdd100k.scalabel_file_to_coco(data['dict'],
-                                                           data['images'])
+  from_list, problems_list = bdd100k_labels.scalabel_file_to_coco(
+      data['list'], data['images'])
+  from_dict, problems_dict = bdd100k_labels.scalabel_file_to_coco(
+      data['dict'], data['images'])
   assert from_dict == from_list
   assert [p._replace(source='') for p in problems_dict] == [
       p._replace(source='') for p in problems_list]
@@ -240,18 +243,18 @@ def test_scalabel_layouts_agree(data):
 
 
 def test_category_mapping():
-  assert bdd100k.map_category('person') == (1, False)
-  assert bdd100k.map_category('van') == (3, False)
-  assert bdd100k.map_category('bike') == (8, False)
-  assert bdd100k.map_category('other vehicle') == (3, True)
-  assert bdd100k.map_category('other person') == (1, True)
-  assert bdd100k.map_category('trailer') == (4, True)
-  assert bdd100k.map_category('traffic light') == (None, False)
-  assert bdd100k.map_category(None) == (None, False)
+  assert bdd100k_labels.map_category('person') == (1, False)
+  assert bdd100k_labels.map_category('van') == (3, False)
+  assert bdd100k_labels.map_category('bike') == (8, False)
+  assert bdd100k_labels.map_category('other vehicle') == (3, True)
+  assert bdd100k_labels.map_category('other person') == (1, True)
+  assert bdd100k_labels.map_category('trailer') == (4, True)
+  assert bdd100k_labels.map_category('traffic light') == (None, False)
+  assert bdd100k_labels.map_category(None) == (None, False)
 
 
 def test_bitmasks_to_coco(data):
-  coco, problems = bdd100k.bitmasks_to_coco(data['bitmasks'])
+  coco, problems = bdd100k_labels.bitmasks_to_coco(data['bitmasks'])
   assert coco['categories'] == _CATEGORIES
   assert coco['images'] == [
       {'id': 1, 'file_name': 'e.jpg', 'height': 24, 'width': 32},
@@ -260,16 +263,16 @@ def test_bitmasks_to_coco(data):
   _check_annotations(coco, _expected_bitmask())
   src = os.path.join(data['bitmasks'], 'e.png')
   assert problems == [
-      bdd100k.Problem(src, 'e.jpg', '4', 'unknown category: id 9'),
-      bdd100k.Problem(src, 'e.jpg', '5', 'mixed values: pixels of several '
-                      'categories or attributes'),
+      bdd100k_labels.Problem(src, 'e.jpg', '4', 'unknown category: id 9'),
+      bdd100k_labels.Problem(src, 'e.jpg', '5', 'mixed values: pixels of '
+                             'several categories or attributes'),
   ]
 
 
 def test_bitmask_must_be_rgba(tmp_path):
   Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / 'x.png')
   with pytest.raises(ValueError, match='x.png.*RGBA'):
-    bdd100k.bitmasks_to_coco(str(tmp_path))
+    bdd100k_labels.bitmasks_to_coco(str(tmp_path))
 
 
 def _decode_records(paths):
@@ -315,7 +318,7 @@ def _check_records(records, coco, expected, image_dir):
 
 
 def test_write_split_scalabel(data, tmp_path):
-  coco, _ = bdd100k.scalabel_file_to_coco(data['list'], data['images'])
+  coco, _ = bdd100k_labels.scalabel_file_to_coco(data['list'], data['images'])
   calls = []
   result = bdd100k.write_split(coco, data['images'], str(tmp_path / 'out'),
                                'val', num_shards=2,
@@ -338,7 +341,7 @@ def test_write_split_scalabel(data, tmp_path):
 
 
 def test_write_split_bitmasks(data, tmp_path):
-  coco, _ = bdd100k.bitmasks_to_coco(data['bitmasks'])
+  coco, _ = bdd100k_labels.bitmasks_to_coco(data['bitmasks'])
   result = bdd100k.write_split(coco, data['images'], str(tmp_path), 'train')
   assert result['tfrecords'] == [
       str(tmp_path / 'train-00000-of-00001.tfrecord')]
@@ -347,7 +350,7 @@ def test_write_split_bitmasks(data, tmp_path):
 
 
 def test_missing_images(data, tmp_path):
-  coco, _ = bdd100k.scalabel_file_to_coco(data['list'], data['images'])
+  coco, _ = bdd100k_labels.scalabel_file_to_coco(data['list'], data['images'])
   coco['images'][2]['file_name'] = 'gone.jpg'
   coco['images'][3]['file_name'] = 'lost.jpg'
   out = tmp_path / 'out'
@@ -362,18 +365,18 @@ def test_missing_images(data, tmp_path):
             {'name': 'nowhere.jpg'}]
   with pytest.raises(FileNotFoundError, match=(
       r'2 image file\(s\) missing from .*: gone.jpg, nowhere.jpg$')):
-    bdd100k.scalabel_to_coco(frames, data['images'])
+    bdd100k_labels.scalabel_to_coco(frames, data['images'])
   # Without image_dir, only frames with RLE have a size.
   with pytest.raises(ValueError, match='1 frame.*nowhere.jpg.*image_dir'):
-    bdd100k.scalabel_to_coco(frames)
-  coco, problems = bdd100k.scalabel_to_coco(frames[:2])
+    bdd100k_labels.scalabel_to_coco(frames)
+  coco, problems = bdd100k_labels.scalabel_to_coco(frames[:2])
   assert [(im['file_name'], im['height'], im['width'])
           for im in coco['images']] == [('a.jpg', 24, 32), ('gone.jpg', 24, 32)]
   assert len(coco['annotations']) == 2 and not problems
 
 
 def test_image_size_mismatch(data, tmp_path):
-  coco, _ = bdd100k.scalabel_file_to_coco(data['list'], data['images'])
+  coco, _ = bdd100k_labels.scalabel_file_to_coco(data['list'], data['images'])
   coco['images'][1]['height'] = 21
   with pytest.raises(ValueError, match='b.jpg is 20x28, labels say 21x28'):
     bdd100k.write_split(coco, data['images'], str(tmp_path), 'val')
@@ -384,7 +387,7 @@ def test_cli(data, tmp_path):
   out = tmp_path / 'cli'
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   proc = subprocess.run(
-      [sys.executable, 'dataloaders/bdd100k.py',
+      [sys.executable, '-m', 'data.bdd100k',
        f'--image_dir={data["images"]}', f'--bitmask_dir={data["bitmasks"]}',
        f'--output_dir={out}', '--split=train', '--num_shards=2'],
       cwd=_ROOT, capture_output=True, text=True, timeout=120, env=env,
@@ -402,7 +405,7 @@ def test_cli(data, tmp_path):
       'annotations (pedestrian 1, rider 0, car 3, truck 0, bus 0, train 0, '
       'motorcycle 0, bicycle 1), 1 crowd, 1 ignored, 2 skipped labels '
       '(mixed values 1, unknown category 1), 2 shard(s) (')
-  coco, _ = bdd100k.bitmasks_to_coco(data['bitmasks'])
+  coco, _ = bdd100k_labels.bitmasks_to_coco(data['bitmasks'])
   with open(out / 'train.json') as f:
     assert json.load(f) == coco
   paths = sorted(glob.glob(str(out / 'train-*-of-00002.tfrecord')))
@@ -422,13 +425,13 @@ def test_flag_checks():
 
 
 def test_cli_missing_image(data, tmp_path):
-  frames = bdd100k.load_scalabel(data['list'])
+  frames = bdd100k_labels.load_scalabel(data['list'])
   frames[2]['name'] = 'missing.jpg'
   labels = tmp_path / 'labels.json'
   with open(labels, 'w') as f:
     json.dump(frames, f)
   proc = subprocess.run(
-      [sys.executable, 'dataloaders/bdd100k.py',
+      [sys.executable, '-m', 'data.bdd100k',
        f'--image_dir={data["images"]}', f'--labels={labels}',
        f'--output_dir={tmp_path / "o"}', '--split=val'],
       cwd=_ROOT, capture_output=True, text=True, timeout=120,
