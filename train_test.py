@@ -17,8 +17,9 @@ from official.core import task_factory
 from official.core import train_lib
 from official.modeling import performance
 import registry_imports  # pylint: disable=unused-import
-from dataloaders import bdd100k
-from dataloaders import shapes_dataset
+from data import bdd100k
+from data import bdd100k_labels
+from data import shapes_dataset
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -38,7 +39,9 @@ def _params(data_dir, train_steps=4, steps_per_epoch=2):
           'model': {'input_size': [64, 64, 3]},
           'annotation_file': os.path.join(data_dir, 'val.json'),
           'steps_per_epoch': steps_per_epoch,
-          'losses': {'initial_epochs': 1},
+          'losses': {'assigner_schedule': [
+              {'assigner': 'uniform', 'until_epoch': 1},
+              {'assigner': 'task_aligned'}]},
           'train_data': {'input_path': os.path.join(data_dir, 'train-*'),
                          'global_batch_size': 2,
                          'parser': {'stage2_epoch': 1}},
@@ -63,7 +66,7 @@ def test_loss_falls_when_fitting_one_batch(shapes_dir):
   schedule.step_cosine_with_offset.boundaries[2] = 30
   # Stage 1 (uniform assignment) throughout: its targets do not move with the
   # predictions, so fitting one batch must drive its loss down.
-  params.task.losses.initial_epochs = 100
+  params.task.losses.assigner_schedule[0].until_epoch = 100
   task = task_factory.get_task(params.task)
   model = task.build_model()
   optimizer = task.create_optimizer(params.trainer.optimizer_config)
@@ -76,7 +79,7 @@ def test_loss_falls_when_fitting_one_batch(shapes_dir):
   # Seeds 0-2 gave ratios of 0.20-0.31.
   assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
   # Stage 2 (task-aligned assignment, QFL) from step 30 on, after a retrace.
-  task.task_config.losses.initial_epochs = 1
+  task.task_config.losses.assigner_schedule[0].until_epoch = 1
   step = tf.function(lambda b: task.train_step(b, model, optimizer, metrics))
   stage2 = [float(step(batch)['loss']) for _ in range(3)]
   assert int(optimizer.iterations) == 33
@@ -141,7 +144,7 @@ def test_mixed_precision_policy_is_honoured(shapes_dir):
 
 def _bdd100k_fixture(root, split, num_images, seed):
   """Scalabel frames with RLE masks (cars, pedestrians, a crowd, an ignored
-  'other vehicle'), converted as dataloaders/bdd100k.py does."""
+  'other vehicle'), converted as data/bdd100k.py does."""
   rng = np.random.default_rng(seed)
   image_dir = os.path.join(root, 'images', split)
   os.makedirs(image_dir)
@@ -162,7 +165,7 @@ def _bdd100k_fixture(root, split, num_images, seed):
     name = f'{split}{i:03d}.jpg'
     Image.fromarray(pixels).save(os.path.join(image_dir, name), quality=95)
     frames.append({'name': name, 'labels': labels})
-  coco, problems = bdd100k.scalabel_to_coco(frames, image_dir)
+  coco, problems = bdd100k_labels.scalabel_to_coco(frames, image_dir)
   assert not problems
   return bdd100k.write_split(coco, image_dir, root, split)
 
@@ -188,7 +191,10 @@ task:
     mask_head: {{num_convs: 1, num_filters: 16}}
   annotation_file: {val['json']}
   steps_per_epoch: 2
-  losses: {{initial_epochs: 1, mask_targets: {{num_mask_rois: 4}}}}
+  losses:
+    assigner_schedule: [{{assigner: uniform, until_epoch: 1}},
+                        {{assigner: task_aligned}}]
+    mask_targets: {{num_mask_rois: 4}}
   train_data:
     input_path: {data}/train-*
     global_batch_size: 2

@@ -392,7 +392,8 @@ def maskrcnn_train_batch(params, decoded: Sequence[Mapping[str, Any]]):
 
 
 def train_step_fn(task, model, params, batch,
-                  aligned_stage: bool = True) -> Callable[[], Any]:
+                  assigner: Optional[str] = 'task_aligned'
+                  ) -> Callable[[], Any]:
   """A tf.function running the task's real `train_step` on `batch`.
 
   Args:
@@ -400,9 +401,9 @@ def train_step_fn(task, model, params, batch,
     model: its model.
     params: the experiment.
     batch: (images, labels) of the right structure.
-    aligned_stage: for our model, start the optimizer past the uniform
-      assignment epochs, so the steps use the task-aligned assigner (the
-      recipe's 32 of 36 epochs); False: the uniform assigner.
+    assigner: for our model, the assigner stage the steps use (a registered
+      name; the default, task-aligned, is the recipe's 32 of 36 epochs);
+      None: the schedule's at the optimizer's step (0: the first stage).
 
   Returns:
     A function without arguments doing one training step.
@@ -413,15 +414,13 @@ def train_step_fn(task, model, params, batch,
       not optimizer.has_shadow_copy):
     optimizer.shadow_copy(model)  # As Model Garden's trainer does.
   metrics = task.build_metrics(training=True)
-  if not is_maskrcnn(params) and aligned_stage:
-    steps = (params.task.losses.initial_epochs *
-             params.task.steps_per_epoch)
-    optimizer.iterations.assign(steps + 1)
+  kwargs = {} if is_maskrcnn(params) else {'assigner': assigner}
   images, labels = batch
 
   @tf.function
   def step():
-    return task.train_step((images, labels), model, optimizer, metrics)
+    return task.train_step((images, labels), model, optimizer, metrics,
+                           **kwargs)
 
   return step
 

@@ -60,9 +60,10 @@ _TRAIN_BATCH_SIZE = flags.DEFINE_integer('train_batch_size', 2,
                                          'Training batch size.')
 _TRAIN_RUNS = flags.DEFINE_integer('train_runs', 10,
                                    'Timed training steps per model.')
-_TRAIN_STAGE = flags.DEFINE_enum(
-    'train_stage', 'aligned', ['aligned', 'uniform'],
-    'Our assigner during the timed steps (task-aligned: 32 of 36 epochs).')
+_TRAIN_ASSIGNER = flags.DEFINE_string(
+    'train_assigner', 'task_aligned',
+    'Our assigner stage during the timed steps, a registered name '
+    '(task_aligned: 32 of 36 epochs; uniform).')
 _SAVED_MODEL_SIZE = flags.DEFINE_string(
     'saved_model_size', '640x640', 'SavedModel comparison size.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls of each first.')
@@ -156,7 +157,7 @@ def main(_):
     result = sections.training(
         size, batch_size=_TRAIN_BATCH_SIZE.value, runs=_TRAIN_RUNS.value,
         models=_TRAIN_MODELS.value,
-        aligned_stage=_TRAIN_STAGE.value == 'aligned', warmup=_WARMUP.value)
+        assigner=_TRAIN_ASSIGNER.value, warmup=_WARMUP.value)
     report['training'] = result
     print_training(result)
     flush()

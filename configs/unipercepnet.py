@@ -15,6 +15,7 @@ from official.modeling import optimization
 from official.vision.configs import common
 from official_ext.vision.configs import backbones
 from official_ext.vision.configs import decoders
+from configs import losses as losses_cfg
 
 COCO_INPUT_PATH_BASE = 'coco'
 COCO_TRAIN_EXAMPLES = 118287
@@ -131,79 +132,6 @@ class UniPercepNet(hyperparams.Config):
 
 
 @dataclasses.dataclass
-class UniformAssigner(hyperparams.Config):
-  """YOLOF's assigner (mmdet's UniformAssigner), the first `initial_epochs`.
-
-  Matches the head's decoded boxes (the reference decodes them a second time
-  as if they were deltas, a defect not reproduced here).
-  """
-  # Nearest predictions and nearest anchors per gt (mmdet's match_times).
-  num_nearest: int = 4
-  # A candidate whose anchor has a lower IoU with its gt is ignored.
-  pos_ignore_iou: float = 0.15
-  # An anchor whose predicted box has a higher IoU with a gt starts ignored.
-  neg_ignore_iou: float = 0.7
-
-
-@dataclasses.dataclass
-class TaskAlignedAssigner(hyperparams.Config):
-  """TOOD's assigner (mmdet's TaskAlignedAssigner), after `initial_epochs`."""
-  topk: int = 13
-  # Alignment metric score**alpha * IoU**beta.
-  alpha: float = 1.
-  beta: float = 6.
-
-
-@dataclasses.dataclass
-class MaskTargets(hyperparams.Config):
-  """Proposals, RoI sampling and mask targets for the mask branch."""
-  pre_nms_top_k: int = 2000
-  nms_iou_threshold: float = 0.7
-  num_proposals: int = 1500
-  foreground_iou_threshold: float = 0.5
-  num_sampled_rois: int = 512
-  foreground_fraction: float = 0.25
-  mix_gt_boxes: bool = True
-  # Foreground RoIs per image that get a mask target (at most
-  # num_sampled_rois * foreground_fraction are foreground).
-  num_mask_rois: int = 128
-  mask_size: int = 28
-
-
-@dataclasses.dataclass
-class AnchorSampler(hyperparams.Config):
-  """Anchors with a classification weight (mmdet's RandomSampler), per image.
-
-  Both stages: at most `num_samples * positive_fraction` positives (a random
-  subset when more), then random negatives up to `num_samples` anchors;
-  `num_samples: 0` weights every non-ignored anchor (mmdet's PseudoSampler).
-  """
-  num_samples: int = 256
-  positive_fraction: float = 0.5
-  # Op seed of the random draw; None: unseeded.
-  seed: Optional[int] = None
-
-
-@dataclasses.dataclass
-class Losses(hyperparams.Config):
-  initial_epochs: int = 4
-  uniform_assigner: UniformAssigner = dataclasses.field(
-      default_factory=UniformAssigner)
-  task_aligned_assigner: TaskAlignedAssigner = dataclasses.field(
-      default_factory=TaskAlignedAssigner)
-  anchor_sampler: AnchorSampler = dataclasses.field(
-      default_factory=AnchorSampler)
-  focal_alpha: float = 0.25
-  focal_gamma: float = 2.
-  qfl_beta: float = 2.
-  cls_weight: float = 1.
-  giou_weight: float = 1.5
-  mask_weight: float = 1.5
-  mask_targets: MaskTargets = dataclasses.field(default_factory=MaskTargets)
-  l2_weight_decay: float = 0.
-
-
-@dataclasses.dataclass
 class Parser(hyperparams.Config):
   """Input parsing and the two-stage augmentation recipe."""
   max_num_instances: int = 100
@@ -252,7 +180,8 @@ class UniPercepNetTask(cfg.TaskConfig):
   validation_data: DataConfig = dataclasses.field(
       default_factory=lambda: DataConfig(is_training=False,
                                          drop_remainder=False))
-  losses: Losses = dataclasses.field(default_factory=Losses)
+  losses: losses_cfg.Losses = dataclasses.field(
+      default_factory=losses_cfg.Losses)
   init_checkpoint: Optional[str] = None
   init_checkpoint_modules: Union[str, List[str]] = 'backbone'
   # COCO annotation file of the validation set; when None, one is written to
@@ -398,7 +327,7 @@ def unipercepnet_r50_coco() -> cfg.ExperimentConfig:
   return _coco_experiment(model)
 
 
-# BDD100K instance segmentation as `dataloaders/bdd100k.py` writes it: 7k
+# BDD100K instance segmentation as `data/bdd100k.py` writes it: 7k
 # train / 1k val images of 1280x720, 8 classes with BDD100K's ids 1..8.
 BDD100K_INPUT_PATH_BASE = 'bdd100k_ins_seg'
 BDD100K_TRAIN_EXAMPLES = 7000
@@ -424,7 +353,7 @@ def unipercepnet_bdd100k() -> cfg.ExperimentConfig:
   return config
 
 
-# The built-in synthetic dataset (dataloaders/shapes_dataset.py), written by
+# The built-in synthetic dataset (data/shapes_dataset.py), written by
 # the demo to data/shapes: 128x128 images, categories 1, 2, 4.
 SHAPES_DATA_DIR = os.path.join('data', 'shapes')
 SHAPES_TRAIN_EXAMPLES = 1000
@@ -471,11 +400,11 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
           model=model,
           annotation_file=os.path.join(SHAPES_DATA_DIR, 'val.json'),
           steps_per_epoch=steps_per_epoch,
-          losses=Losses(
-              initial_epochs=3,
-              mask_targets=MaskTargets(pre_nms_top_k=256, num_proposals=128,
-                                       num_sampled_rois=64,
-                                       num_mask_rois=8)),
+          losses=losses_cfg.Losses(
+              assigner_schedule=losses_cfg.recipe_assigner_schedule(3),
+              mask_targets=losses_cfg.MaskTargets(
+                  pre_nms_top_k=256, num_proposals=128, num_sampled_rois=64,
+                  num_mask_rois=8)),
           train_data=DataConfig(
               input_path=os.path.join(SHAPES_DATA_DIR, 'train-*'),
               is_training=True,

@@ -19,7 +19,7 @@ def test_shapes_experiment_schedule_is_consistent():
   steps = task.steps_per_epoch
   assert steps == 1000 // task.train_data.global_batch_size
   epochs = params.trainer.train_steps // steps
-  assert 0 < task.losses.initial_epochs < epochs
+  assert 0 < task.losses.assigner_schedule[0].until_epoch < epochs
   assert 0 < task.train_data.parser.stage2_epoch < epochs
   assert task.model.num_classes == 3
   assert task.model.backbone.regnet.channel_attention
@@ -55,6 +55,9 @@ def test_custom_dataset_yaml_points_an_experiment_at_new_files():
   assert params.task.train_data.input_path == 'DATA/train-*'
   assert params.task.validation_data.input_path == 'DATA/val-*'
   assert params.trainer.train_steps == 36 * params.task.steps_per_epoch
+  schedule = params.task.losses.assigner_schedule
+  assert [(s.assigner, s.until_epoch) for s in schedule] == [
+      ('uniform', 4), ('task_aligned', None)]
 
 
 def test_bdd100k_experiment_is_the_papers_3x_recipe_at_bdd100k_resolution():
@@ -71,7 +74,7 @@ def test_bdd100k_experiment_is_the_papers_3x_recipe_at_bdd100k_resolution():
   assert params.trainer.train_steps == 36 * 437
   assert params.trainer.validation_steps == 125  # 1000 val images / 8
   assert task.train_data.parser.stage2_epoch == 12
-  assert task.losses.initial_epochs == 4
+  assert task.losses.assigner_schedule[0].until_epoch == 4
   boundaries = params.trainer.optimizer_config.learning_rate.get().boundaries
   assert boundaries[1:3] == [20 * 437, 36 * 437]
   assert task.annotation_file == os.path.join('bdd100k_ins_seg', 'val.json')

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import unipercepnet as exp_cfg
+from configs import losses as losses_cfg
 from losses import unipercepnet_losses
 from official_ext.vision.ops import anchor_sampler
 from official_ext.vision.ops import assigners
@@ -148,7 +148,7 @@ def _check_sampled_targets(targets, fx, prefix):
 
 
 def test_e4_losses_with_the_stored_sample(fx):
-  params = exp_cfg.Losses()
+  params = losses_cfg.Losses()
   sample_fn = _stored_sampler(fx, 'e4.')
   targets = unipercepnet_losses.aligned_targets(
       fx['_anchors'], fx['_boxes'], fx['_scores'], *_gt_args(fx), params,
@@ -159,27 +159,27 @@ def test_e4_losses_with_the_stored_sample(fx):
               fx['e4.cls_avg_factor']) < _RTOL
   # The whole function, with the sampler replaced by the stored sample.
   losses = unipercepnet_losses.detection_losses_fn(
-      _outputs(fx), fx['_gt_boxes'], fx['_gt_classes'], tf.constant(False),
-      params, stride=_STRIDE, sample_fn=sample_fn)
+      _outputs(fx), fx['_gt_boxes'], fx['_gt_classes'], params,
+      assigner='task_aligned', stride=_STRIDE, sample_fn=sample_fn)
   _check_losses(losses, fx, 'e4.', params)
   assert float(losses['num_positives']) == 25 + 66
 
 
 def test_e4_pseudo_sampler(fx):
-  params = exp_cfg.Losses()
+  params = losses_cfg.Losses()
   params.anchor_sampler.num_samples = 0
   targets = unipercepnet_losses.aligned_targets(
       fx['_anchors'], fx['_boxes'], fx['_scores'], *_gt_args(fx), params)
   np.testing.assert_array_equal(targets['label_weights'],
                                 fx['e4.pseudo.label_weights'])
   losses = unipercepnet_losses.detection_losses_fn(
-      _outputs(fx), fx['_gt_boxes'], fx['_gt_classes'], tf.constant(False),
-      params)
+      _outputs(fx), fx['_gt_boxes'], fx['_gt_classes'], params,
+      assigner='task_aligned')
   _check_losses(losses, fx, 'e4.pseudo.', params)
 
 
 def test_e4_train_mode_outputs(fx):
-  params = exp_cfg.Losses()
+  params = losses_cfg.Losses()
   sample_fn = _stored_sampler(fx, 'e4.train.')
   targets = unipercepnet_losses.aligned_targets(
       fx['_anchors'], fx['_train.boxes'], fx['_train.scores'], *_gt_args(fx),
@@ -191,8 +191,8 @@ def test_e4_train_mode_outputs(fx):
       fx['e4.train.labels'])
   assert _rel(targets['box_weights'], fx['e4.train.alignment_targets']) < _RTOL
   losses = unipercepnet_losses.detection_losses_fn(
-      _outputs(fx, 'train.'), fx['_gt_boxes'], fx['_gt_classes'],
-      tf.constant(False), params, sample_fn=sample_fn)
+      _outputs(fx, 'train.'), fx['_gt_boxes'], fx['_gt_classes'], params,
+      assigner='task_aligned', sample_fn=sample_fn)
   _check_losses(losses, fx, 'e4.train.', params)
 
 
@@ -235,7 +235,7 @@ def test_e0_uniform_assignment(fx):
 
 
 def test_e0_losses_with_the_stored_sample(fx):
-  params = exp_cfg.Losses()
+  params = losses_cfg.Losses()
   pred_candidates, prior_candidates = _stored_candidates(fx)
   targets = unipercepnet_losses.uniform_targets(
       fx['_anchors'], _stored_uniform_boxes(fx), *_gt_args(fx), params,
@@ -252,7 +252,7 @@ def test_e0_losses_with_the_stored_sample(fx):
 
 
 def test_e0_pseudo_sampler(fx):
-  params = exp_cfg.Losses()
+  params = losses_cfg.Losses()
   params.anchor_sampler.num_samples = 0
   pred_candidates, prior_candidates = _stored_candidates(fx)
   targets = unipercepnet_losses.uniform_targets(
@@ -285,7 +285,7 @@ def _decode_again(pixel_boxes_yxyx, anchors_yxyx):
 
 
 def test_e0_train_mode_outputs(fx):
-  params = exp_cfg.Losses()
+  params = losses_cfg.Losses()
   # The stored boxes of the eval-mode pass are the second decoding.
   np.testing.assert_allclose(
       _decode_again(fx['_boxes'], fx['_anchors']), _stored_uniform_boxes(fx),
@@ -335,24 +335,25 @@ def test_sampler_counts(fx, stage, positives, negatives):
 
 
 def test_full_path_both_stages_in_a_graph(fx):
-  """`detection_losses_fn` under tf.function: the stage is a tensor."""
-  params = exp_cfg.Losses()
+  """`detection_losses_fn` under tf.function: the epoch is a tensor."""
+  params = losses_cfg.Losses()
   sample_fn = _stored_sampler(fx, 'e4.')
 
   @tf.function
-  def losses(initial_stage):
+  def losses(epoch):
     return unipercepnet_losses.detection_losses_fn(
-        _outputs(fx), fx['_gt_boxes'], fx['_gt_classes'], initial_stage,
-        params, stride=_STRIDE, sample_fn=sample_fn)
+        _outputs(fx), fx['_gt_boxes'], fx['_gt_classes'], params,
+        epoch=epoch, stride=_STRIDE, sample_fn=sample_fn)
 
-  _check_losses(losses(tf.constant(False)), fx, 'e4.', params)
+  # Epoch 4: the default schedule's task-aligned stage.
+  _check_losses(losses(tf.constant(4)), fx, 'e4.', params)
   # Stage 1 matches the head's own boxes (no second decoding): the same as
   # the pieces given those boxes.
   params.anchor_sampler.num_samples = 0
   pseudo = unipercepnet_losses.sampler_from_config(params.anchor_sampler)
   stage1 = unipercepnet_losses.detection_losses_fn(
-      _outputs(fx), fx['_gt_boxes'], fx['_gt_classes'], tf.constant(True),
-      params, sample_fn=pseudo)
+      _outputs(fx), fx['_gt_boxes'], fx['_gt_classes'], params,
+      epoch=tf.constant(0), sample_fn=pseudo)
   targets = unipercepnet_losses.uniform_targets(
       fx['_anchors'], fx['_boxes'], *_gt_args(fx), params, pseudo)
   pieces = unipercepnet_losses.normalise_losses(

@@ -3,14 +3,15 @@
 The detection losses are those of the reference (UniPercepNet-S on mmdet 3.3,
 TOODHead + YOLOF's targets):
 
-  first `initial_epochs`: YOLOF's uniform assignment (`UniformAssigner` on
-      the head's decoded boxes), random anchor sampling, focal loss on the
-      probabilities weighted by the sampler's label weights, GIoU on the
-      sampled positives; both normalised by the number of sampled positives
-  afterwards: TOOD's task-aligned assignment, the same sampling, Quality
-      Focal Loss against the normalised alignment metric t-hat (normalised
-      over each gt's sampled positives), GIoU weighted by t-hat; both
-      normalised by the sum of t-hat
+  'uniform' (the recipe's first epochs): YOLOF's uniform assignment
+      (`UniformAssigner` on the head's decoded boxes), random anchor
+      sampling, focal loss on the probabilities weighted by the sampler's
+      label weights, GIoU on the sampled positives; both normalised by the
+      number of sampled positives
+  'task_aligned' (afterwards): TOOD's task-aligned assignment, the same
+      sampling, Quality Focal Loss against the normalised alignment metric
+      t-hat (normalised over each gt's sampled positives), GIoU weighted by
+      t-hat; both normalised by the sum of t-hat
   masks: BCE on the gt class's channel, mean over fg RoIs
 
 GIoU is taken in stride units (boxes / stride), as the reference: it only
@@ -18,17 +19,21 @@ matters through GIoU's 1e-6 clamps. Normalisers are averaged over replicas
 (as mmdet's `reduce_mean`) and clamped at 1, so every replica's loss is on
 the same scale; mmdet's extra division by (1 + FLT_EPSILON) is left out.
 
-The pieces compose as `detection_losses_fn` does: `uniform_targets` or
-`aligned_targets` (assignment and sampling), then `uniform_loss_sums` or
-`aligned_loss_sums`, then `normalise_losses`. Tests can give a stage's
-targets other inputs (stored candidates, stored sampler output).
+Both stages are registered in `assigner_stages` under those names; the
+schedule (`Losses.assigner_schedule`) says which one trains when. The pieces
+compose as `detection_losses_fn` does: a stage's targets (`uniform_targets`
+or `aligned_targets`: assignment and sampling), then its loss sums
+(`uniform_loss_sums` or `aligned_loss_sums`), then `normalise_losses`. Tests
+can give a stage's targets other inputs (stored candidates, stored sampler
+output).
 """
 
 from typing import Callable, Dict, Mapping, Optional
 
 import tensorflow as tf
 
-from configs import unipercepnet as exp_cfg
+from configs import losses as losses_cfg
+from losses import assigner_stages
 from losses import detection_losses
 from official_ext.vision.ops import anchor_sampler
 from official_ext.vision.ops import assigners
@@ -50,7 +55,7 @@ def _normaliser(x: tf.Tensor) -> tf.Tensor:
   return tf.maximum(_replica_mean(tf.stop_gradient(x)), 1.)
 
 
-def sampler_from_config(params: exp_cfg.AnchorSampler) -> SampleFn:
+def sampler_from_config(params: losses_cfg.AnchorSampler) -> SampleFn:
   """The `SampleFn` of an `AnchorSampler` config."""
   def sample(assigned_gt_inds: tf.Tensor) -> Dict[str, tf.Tensor]:
     return anchor_sampler.sample_anchors(
@@ -94,12 +99,12 @@ def uniform_targets(anchors: tf.Tensor,
                     gt_boxes: tf.Tensor,
                     gt_valid: tf.Tensor,
                     gt_labels: tf.Tensor,
-                    params: exp_cfg.Losses,
+                    params: losses_cfg.Losses,
                     sample_fn: Optional[SampleFn] = None,
                     pred_candidates: Optional[tf.Tensor] = None,
                     prior_candidates: Optional[tf.Tensor] = None
                     ) -> Dict[str, tf.Tensor]:
-  """Targets of the initial stage: uniform assignment, then sampling.
+  """Targets of the 'uniform' stage: uniform assignment, then sampling.
 
   Args:
     anchors: `[N, 4]` or `[B, N, 4]` (yxyx pixels).
@@ -136,7 +141,7 @@ def aligned_targets(anchors: tf.Tensor,
                     gt_boxes: tf.Tensor,
                     gt_valid: tf.Tensor,
                     gt_labels: tf.Tensor,
-                    params: exp_cfg.Losses,
+                    params: losses_cfg.Losses,
                     sample_fn: Optional[SampleFn] = None
                     ) -> Dict[str, tf.Tensor]:
   """Targets of the task-aligned stage: assignment, sampling, t-hat.
@@ -189,9 +194,9 @@ def _loss_sums(cls_sum: tf.Tensor, box_preds: tf.Tensor,
 
 def uniform_loss_sums(scores: tf.Tensor, box_preds: tf.Tensor,
                       targets: Mapping[str, tf.Tensor],
-                      params: exp_cfg.Losses,
+                      params: losses_cfg.Losses,
                       stride: float = 32.) -> Dict[str, tf.Tensor]:
-  """Unnormalised initial-stage losses: focal loss and GIoU.
+  """Unnormalised 'uniform'-stage losses: focal loss and GIoU.
 
   Args:
     scores: `[B, N, K]` probabilities.
@@ -213,7 +218,7 @@ def uniform_loss_sums(scores: tf.Tensor, box_preds: tf.Tensor,
 
 def aligned_loss_sums(scores: tf.Tensor, box_preds: tf.Tensor,
                       targets: Mapping[str, tf.Tensor],
-                      params: exp_cfg.Losses,
+                      params: losses_cfg.Losses,
                       stride: float = 32.) -> Dict[str, tf.Tensor]:
   """Unnormalised task-aligned losses: QFL against t-hat and weighted GIoU.
 
@@ -247,8 +252,9 @@ def normalise_losses(sums: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
 def detection_losses_fn(outputs: Mapping[str, tf.Tensor],
                         gt_boxes: tf.Tensor,
                         gt_classes: tf.Tensor,
-                        initial_stage: tf.Tensor,
-                        params: exp_cfg.Losses,
+                        params: losses_cfg.Losses,
+                        epoch=None,
+                        assigner: Optional[str] = None,
                         stride: float = 32.,
                         sample_fn: Optional[SampleFn] = None
                         ) -> Dict[str, tf.Tensor]:
@@ -260,8 +266,10 @@ def detection_losses_fn(outputs: Mapping[str, tf.Tensor],
       'anchor_boxes' `[N, 4]`).
     gt_boxes: `[B, M, 4]` (yxyx, pixels of the network input).
     gt_classes: `[B, M]` 1-based; padding rows <= 0.
-    initial_stage: scalar bool, True during the first `initial_epochs`.
     params: the `Losses` config.
+    epoch: scalar, the training epoch: `params.assigner_schedule` picks the
+      assigner.
+    assigner: a registered assigner name: that stage, whatever the epoch.
     stride: the head level's stride (GIoU is taken in stride units).
     sample_fn: replaces the configured anchor sampler (e.g. with a stored
       sample in parity tests).
@@ -277,17 +285,13 @@ def detection_losses_fn(outputs: Mapping[str, tf.Tensor],
   gt_valid = gt_classes > 0
   gt_labels = tf.where(gt_valid, tf.cast(gt_classes, tf.int32) - 1, -1)
 
-  def uniform_stage():
-    targets = uniform_targets(anchors, box_preds, gt_boxes, gt_valid,
-                              gt_labels, params, sample_fn)
-    return uniform_loss_sums(scores, box_preds, targets, params, stride)
+  def stage_sums(stage: assigner_stages.Assigner) -> Dict[str, tf.Tensor]:
+    targets = stage.targets_fn(anchors, box_preds, scores, gt_boxes, gt_valid,
+                               gt_labels, params, sample_fn)
+    return stage.loss_sums_fn(scores, box_preds, targets, params, stride)
 
-  def aligned_stage():
-    targets = aligned_targets(anchors, box_preds, scores, gt_boxes, gt_valid,
-                              gt_labels, params, sample_fn)
-    return aligned_loss_sums(scores, box_preds, targets, params, stride)
-
-  sums = tf.cond(initial_stage, uniform_stage, aligned_stage)
+  sums = assigner_stages.run_stage(stage_sums, params.assigner_schedule,
+                                   epoch=epoch, assigner=assigner)
   return normalise_losses(sums)
 
 
@@ -297,3 +301,15 @@ def mask_loss_fn(mask_logits: tf.Tensor, mask_targets: tf.Tensor,
   total = detection_losses.sigmoid_bce_mask_loss(mask_logits, mask_targets,
                                                  mask_weights)
   return total / _normaliser(tf.reduce_sum(mask_weights))
+
+
+def _uniform_stage_targets(anchors, pred_boxes, scores, gt_boxes, gt_valid,
+                           gt_labels, params, sample_fn=None):
+  """`uniform_targets` as a stage's targets function (scores unused)."""
+  del scores  # Uniform assignment matches boxes only.
+  return uniform_targets(anchors, pred_boxes, gt_boxes, gt_valid, gt_labels,
+                         params, sample_fn)
+
+
+assigner_stages.register('uniform', _uniform_stage_targets, uniform_loss_sums)
+assigner_stages.register('task_aligned', aligned_targets, aligned_loss_sums)

@@ -6,7 +6,7 @@ Parity with the reference is in refparity_losses_test.py.
 import numpy as np
 import tensorflow as tf
 
-from configs import unipercepnet as exp_cfg
+from configs import losses as losses_cfg
 from losses import detection_losses
 from losses import unipercepnet_losses
 
@@ -48,8 +48,12 @@ def _batch(seed=0, batch_size=2, num_gts=4):
   return outputs, gt_boxes, gt_classes
 
 
+# The registered assigner stages.
+_STAGES = ('uniform', 'task_aligned')
+
+
 def _pseudo_params():
-  params = exp_cfg.Losses()
+  params = losses_cfg.Losses()
   params.anchor_sampler.num_samples = 0
   return params
 
@@ -60,12 +64,12 @@ class DetectionLossesTest(tf.test.TestCase):
     outputs, gt_boxes, gt_classes = _batch()
     scores = tf.Variable(outputs['cls_scores'])
     boxes = tf.Variable(outputs['box_preds'])
-    for stage in (True, False):
+    for stage in _STAGES:
       with tf.GradientTape() as tape:
         losses = unipercepnet_losses.detection_losses_fn(
             {'cls_scores': scores, 'box_preds': boxes,
              'anchor_boxes': outputs['anchor_boxes']},
-            gt_boxes, gt_classes, tf.constant(stage), exp_cfg.Losses())
+            gt_boxes, gt_classes, losses_cfg.Losses(), assigner=stage)
         total = losses['cls_loss'] + losses['box_loss']
       grads = tape.gradient(total, [scores, boxes])
       self.assertGreater(float(losses['num_positives']), 0.)
@@ -80,18 +84,18 @@ class DetectionLossesTest(tf.test.TestCase):
     certain[:, ::3] = 1.
     certain[:, 1::3] = 0.
     scores = tf.Variable(certain)
-    for stage in (True, False):
+    for stage in _STAGES:
       with tf.GradientTape() as tape:
         losses = unipercepnet_losses.detection_losses_fn(
             dict(outputs, cls_scores=scores), gt_boxes, gt_classes,
-            tf.constant(stage), _pseudo_params())
+            _pseudo_params(), assigner=stage)
       grad = tape.gradient(losses['cls_loss'], scores)
       self.assertTrue(np.isfinite(float(losses['cls_loss'])))
       self.assertTrue(np.all(np.isfinite(grad.numpy())))
 
   def test_sampler_weights_num_samples_anchors_per_image(self):
     outputs, gt_boxes, gt_classes = _batch(seed=2)
-    params = exp_cfg.Losses()
+    params = losses_cfg.Losses()
     params.anchor_sampler.num_samples = 20
     params.anchor_sampler.positive_fraction = 0.25
     valid = gt_classes > 0
@@ -150,10 +154,9 @@ class DetectionLossesTest(tf.test.TestCase):
   def test_no_gts_gives_background_only(self):
     outputs, gt_boxes, gt_classes = _batch(seed=4)
     gt_classes = np.zeros_like(gt_classes)
-    for stage in (True, False):
+    for stage in _STAGES:
       losses = unipercepnet_losses.detection_losses_fn(
-          outputs, gt_boxes, gt_classes, tf.constant(stage),
-          _pseudo_params())
+          outputs, gt_boxes, gt_classes, _pseudo_params(), assigner=stage)
       self.assertEqual(float(losses['num_positives']), 0.)
       self.assertEqual(float(losses['box_loss']), 0.)
       self.assertGreater(float(losses['cls_loss']), 0.)
@@ -164,12 +167,12 @@ class DetectionLossesTest(tf.test.TestCase):
         [gt_boxes, np.tile([[[10., 10., 40., 40.]]], [2, 3, 1])], axis=1)
     more_classes = np.concatenate(
         [gt_classes, np.full((2, 3), -1, np.int32)], axis=1)
-    for stage in (True, False):
+    for stage in _STAGES:
       a = unipercepnet_losses.detection_losses_fn(
-          outputs, gt_boxes, gt_classes, tf.constant(stage), _pseudo_params())
+          outputs, gt_boxes, gt_classes, _pseudo_params(), assigner=stage)
       b = unipercepnet_losses.detection_losses_fn(
-          outputs, more_boxes, more_classes, tf.constant(stage),
-          _pseudo_params())
+          outputs, more_boxes, more_classes, _pseudo_params(),
+          assigner=stage)
       for key in a:
         self.assertAllClose(a[key], b[key], rtol=1e-6)
 
@@ -182,7 +185,7 @@ class DetectionLossesTest(tf.test.TestCase):
       return {'positive': assigned > 0,
               'negative': tf.zeros_like(assigned, tf.bool)}
 
-    params = exp_cfg.Losses()
+    params = losses_cfg.Losses()
     valid = gt_classes > 0
     labels = np.where(valid, gt_classes - 1, -1)
     targets = unipercepnet_losses.aligned_targets(
@@ -196,21 +199,21 @@ class DetectionLossesTest(tf.test.TestCase):
     outputs, gt_boxes, gt_classes = _batch(seed=7)
     params = _pseudo_params()
 
-    def fn(stage):
+    def fn(epoch):
       return unipercepnet_losses.detection_losses_fn(
-          outputs, gt_boxes, gt_classes, stage, params)
+          outputs, gt_boxes, gt_classes, params, epoch=epoch)
 
     compiled = tf.function(fn, jit_compile=True)
-    for stage in (True, False):
-      eager = fn(tf.constant(stage))
-      xla = compiled(tf.constant(stage))
+    for epoch in (0, 4):  # The default schedule's two stages.
+      eager = fn(tf.constant(epoch))
+      xla = compiled(tf.constant(epoch))
       for key in eager:
         self.assertAllClose(xla[key], eager[key], rtol=1e-5)
     # The random sampler compiles too.
     sampled = tf.function(
-        lambda s: unipercepnet_losses.detection_losses_fn(
-            outputs, gt_boxes, gt_classes, s, exp_cfg.Losses()),
-        jit_compile=True)(tf.constant(False))
+        lambda e: unipercepnet_losses.detection_losses_fn(
+            outputs, gt_boxes, gt_classes, losses_cfg.Losses(), epoch=e),
+        jit_compile=True)(tf.constant(4))
     self.assertTrue(np.isfinite(float(sampled['cls_loss'])))
 
 

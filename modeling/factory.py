@@ -10,7 +10,9 @@ from official_ext.vision.modeling import backbones  # pylint: disable=unused-imp
 from official_ext.vision.modeling import decoders  # pylint: disable=unused-import
 from official_ext.vision.modeling.layers import detection_generator
 from official_ext.vision.modeling.layers import roi_aligner
+from configs import losses as losses_cfg
 from configs import unipercepnet as cfg
+from modeling import mask_targets
 from modeling import unipercepnet_model
 from modeling.heads import mask_head as mask_head_lib
 from modeling.heads import tood_head
@@ -20,8 +22,20 @@ def build_unipercepnet(
     input_specs: tf_keras.layers.InputSpec,
     model_config: cfg.UniPercepNet,
     l2_regularizer: Optional[tf_keras.regularizers.Regularizer] = None,
+    mask_targets_config: Optional[losses_cfg.MaskTargets] = None,
 ) -> unipercepnet_model.UniPercepNetModel:
-  """Builds the model; its variables exist once it is called or traced."""
+  """Builds the model; its variables exist once it is called or traced.
+
+  Args:
+    input_specs: the input's `InputSpec`.
+    model_config: `task.model`.
+    l2_regularizer: of the convolution kernels.
+    mask_targets_config: `task.losses.mask_targets`, the sampler of the mask
+      branch's training RoIs; None: its defaults (enough for inference).
+
+  Returns:
+    The model.
+  """
   norm = model_config.norm_activation
   level = str(model_config.level)
   backbone = backbone_factory.build_backbone(
@@ -67,7 +81,7 @@ def build_unipercepnet(
       max_num_detections=gen.max_num_detections,
       name='detection_generator')
 
-  mask_head, aligner, max_mask_rois = None, None, None
+  mask_head, aligner, sampler, max_mask_rois = None, None, None, None
   if model_config.include_mask:
     mask_cfg = model_config.mask_head
     mask_head = mask_head_lib.AttentionMaskHead(
@@ -84,6 +98,8 @@ def build_unipercepnet(
         sampling_ratio=model_config.mask_roi_aligner.sampling_ratio,
         aligned=model_config.mask_roi_aligner.aligned)
     max_mask_rois = mask_cfg.max_inference_rois
+    sampler = mask_targets.MaskTargetSampler(
+        **(mask_targets_config or losses_cfg.MaskTargets()).as_dict())
 
   return unipercepnet_model.UniPercepNetModel(
       backbone=backbone,
@@ -92,6 +108,7 @@ def build_unipercepnet(
       detection_generator=generator,
       mask_head=mask_head,
       mask_roi_aligner=aligner,
+      mask_target_sampler=sampler,
       level=level,
       max_mask_rois=max_mask_rois,
       clip_boxes=gen.clip_boxes)

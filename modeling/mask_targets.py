@@ -6,12 +6,15 @@
       and the gt mask cropped to each RoI at `mask_size`
 
 Ground-truth masks come as Model Garden's Mask R-CNN parser makes them: each
-instance's mask cropped to its box, `[B, M, S, S]`.
+instance's mask cropped to its box, `[B, M, S, S]`. The model holds the
+sampler (as Model Garden's Mask R-CNN holds its RoI and mask samplers) and
+runs it in its training forward.
 """
 
-from typing import Dict
+from typing import Any, Dict, Mapping
 
 import tensorflow as tf
+import tf_keras
 
 from official.vision.modeling.layers import mask_sampler
 from official.vision.modeling.layers import roi_sampler
@@ -49,8 +52,13 @@ def select_proposals(boxes: tf.Tensor,
   return tf.where(valid[..., tf.newaxis], proposals, -tf.ones_like(proposals))
 
 
-class MaskTargetSampler(tf.Module):
-  """Proposals -> sampled foreground RoIs with classes and mask targets."""
+@tf_keras.utils.register_keras_serializable(package='Vision')
+class MaskTargetSampler(tf_keras.layers.Layer):
+  """Proposals -> sampled foreground RoIs with classes and mask targets.
+
+  It has no variables. It computes in float32 (boxes are not cast to a mixed
+  precision policy's dtype).
+  """
 
   def __init__(self,
                pre_nms_top_k: int = 2000,
@@ -62,7 +70,8 @@ class MaskTargetSampler(tf.Module):
                mix_gt_boxes: bool = True,
                num_mask_rois: int = 128,
                mask_size: int = 28,
-               name: str = 'mask_target_sampler'):
+               name: str = 'mask_target_sampler',
+               **kwargs):
     """Initialises the sampler.
 
     Args:
@@ -76,14 +85,22 @@ class MaskTargetSampler(tf.Module):
       mix_gt_boxes: add the gt boxes to the proposals.
       num_mask_rois: foreground RoIs (at most) that get a mask target.
       mask_size: side of the mask targets.
-      name: module name.
+      name: layer name.
+      **kwargs: other Keras layer arguments.
     """
-    super().__init__(name=name)
-    self._pre_nms_top_k = pre_nms_top_k
-    self._nms_iou_threshold = nms_iou_threshold
-    self._num_proposals = num_proposals
-    self._num_sampled_rois = num_sampled_rois
-    self._mix_gt_boxes = mix_gt_boxes
+    kwargs.setdefault('dtype', 'float32')
+    super().__init__(name=name, **kwargs)
+    self._config_dict = {
+        'pre_nms_top_k': pre_nms_top_k,
+        'nms_iou_threshold': nms_iou_threshold,
+        'num_proposals': num_proposals,
+        'foreground_iou_threshold': foreground_iou_threshold,
+        'num_sampled_rois': num_sampled_rois,
+        'foreground_fraction': foreground_fraction,
+        'mix_gt_boxes': mix_gt_boxes,
+        'num_mask_rois': num_mask_rois,
+        'mask_size': mask_size,
+    }
     if num_mask_rois > num_sampled_rois:
       raise ValueError(f'num_mask_rois ({num_mask_rois}) cannot exceed '
                        f'num_sampled_rois ({num_sampled_rois}).')
@@ -97,9 +114,9 @@ class MaskTargetSampler(tf.Module):
     self._mask_sampler = mask_sampler.MaskSampler(
         mask_target_size=mask_size, num_sampled_masks=num_mask_rois)
 
-  def __call__(self, boxes: tf.Tensor, scores: tf.Tensor,
-               gt_boxes: tf.Tensor, gt_classes: tf.Tensor,
-               gt_masks: tf.Tensor) -> Dict[str, tf.Tensor]:
+  def call(self, boxes: tf.Tensor, scores: tf.Tensor,
+           gt_boxes: tf.Tensor, gt_classes: tf.Tensor,
+           gt_masks: tf.Tensor) -> Dict[str, tf.Tensor]:
     """Samples RoIs and builds their mask targets.
 
     Args:
@@ -121,12 +138,13 @@ class MaskTargetSampler(tf.Module):
     gt_boxes = tf.where(valid[..., tf.newaxis], gt_boxes,
                         -tf.ones_like(gt_boxes))
     gt_classes = tf.where(valid, gt_classes, -tf.ones_like(gt_classes))
-    proposals = select_proposals(boxes, scores, self._pre_nms_top_k,
-                                 self._nms_iou_threshold, self._num_proposals)
+    c = self._config_dict
+    proposals = select_proposals(boxes, scores, c['pre_nms_top_k'],
+                                 c['nms_iou_threshold'], c['num_proposals'])
     # The sampler draws `num_sampled_rois` from proposals + gts: pad small
     # maps' proposals with invalid (-1) boxes up to that.
-    shortfall = self._num_sampled_rois - proposals.shape[1]
-    if self._mix_gt_boxes:
+    shortfall = c['num_sampled_rois'] - proposals.shape[1]
+    if c['mix_gt_boxes']:
       shortfall -= gt_boxes.shape[1]
     if shortfall > 0:
       proposals = tf.pad(proposals, [[0, 0], [0, shortfall], [0, 0]],
@@ -145,3 +163,6 @@ class MaskTargetSampler(tf.Module):
             tf.clip_by_value(targets, 0., 1.)),
         'mask_weights': tf.cast(fg, tf.float32),
     }
+
+  def get_config(self) -> Mapping[str, Any]:
+    return dict(super().get_config(), **self._config_dict)

@@ -2,7 +2,8 @@
 
   images -> backbone -> {level: C} -> decoder (DilatedEncoder) -> P (512 ch)
   P -> TOOD head -> per-anchor class scores and boxes
-  training:  the raw head outputs, plus mask logits for the RoIs given
+  training:  the raw head outputs; with ground truth, the mask target
+             sampler's RoIs -> RoIAlign on P -> mask head, and their targets
   inference: top-k + class-wise NMS -> boxes -> RoIAlign on P -> mask head
 """
 
@@ -16,7 +17,7 @@ from official.vision.ops import box_ops
 
 @tf_keras.utils.register_keras_serializable(package='Vision')
 class UniPercepNetModel(tf_keras.Model):
-  """Backbone, decoder, TOOD head, detection generator and mask head."""
+  """Backbone, decoder, TOOD head, detection generator and mask branch."""
 
   def __init__(self,
                backbone: tf_keras.Model,
@@ -25,13 +26,16 @@ class UniPercepNetModel(tf_keras.Model):
                detection_generator: tf_keras.layers.Layer,
                mask_head: Optional[tf_keras.layers.Layer] = None,
                mask_roi_aligner: Optional[tf_keras.layers.Layer] = None,
+               mask_target_sampler: Optional[tf_keras.layers.Layer] = None,
                level: str = '5',
                max_mask_rois: Optional[int] = None,
                clip_boxes: bool = False,
                **kwargs):
     super().__init__(**kwargs)
-    if (mask_head is None) != (mask_roi_aligner is None):
-      raise ValueError('mask_head and mask_roi_aligner go together.')
+    if not ((mask_head is None) == (mask_roi_aligner is None) ==
+            (mask_target_sampler is None)):
+      raise ValueError('mask_head, mask_roi_aligner and mask_target_sampler '
+                       'go together.')
     if max_mask_rois is not None and max_mask_rois < 1:
       raise ValueError(f'max_mask_rois must be >= 1, got {max_mask_rois}.')
     self._config_dict = {
@@ -51,6 +55,16 @@ class UniPercepNetModel(tf_keras.Model):
     self.detection_generator = detection_generator
     self.mask_head = mask_head
     self.mask_roi_aligner = mask_roi_aligner
+    self._hold_untracked('mask_target_sampler', mask_target_sampler)
+
+  @tf.__internal__.tracking.no_automatic_dependency_tracking
+  def _hold_untracked(self, name: str, layer: tf_keras.layers.Layer) -> None:
+    """Sets an attribute outside the checkpoint's object graph.
+
+    For layers without variables (the mask target sampler), so that
+    checkpoints keep the layout they had before the model held them.
+    """
+    setattr(self, name, layer)
 
   @property
   def include_mask(self) -> bool:
@@ -82,8 +96,9 @@ class UniPercepNetModel(tf_keras.Model):
   def call(self,
            images: tf.Tensor,
            image_shape: Optional[tf.Tensor] = None,
-           roi_boxes: Optional[tf.Tensor] = None,
-           roi_classes: Optional[tf.Tensor] = None,
+           gt_boxes: Optional[tf.Tensor] = None,
+           gt_classes: Optional[tf.Tensor] = None,
+           gt_masks: Optional[tf.Tensor] = None,
            training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
     """Runs the model.
 
@@ -93,14 +108,20 @@ class UniPercepNetModel(tf_keras.Model):
         each padded input; with `clip_boxes`, boxes are clipped to it before
         NMS (defaults to `[H, W]`). Without, boxes are left as predicted, as
         in the reference.
-      roi_boxes: training only, `[B, R, 4]` RoIs (yxyx, pixels) for the mask
-        branch.
-      roi_classes: training only, `[B, R]` 1-based class of each RoI.
+      gt_boxes: training only, `[B, G, 4]` gt boxes (yxyx, pixels), padded
+        with -1.
+      gt_classes: training only, `[B, G]` 1-based gt classes, padded with
+        -1 (or 0).
+      gt_masks: training only, `[B, G, S, S]` gt masks cropped to their boxes
+        (Model Garden's Mask R-CNN parser's); a mask model needs them with
+        the boxes and classes to train its mask branch.
       training: Keras training flag.
 
     Returns:
-      training: the head's outputs (see `TOODHead.call`), plus `mask_logits`
-        `[B, R, M, M]` when RoIs are given.
+      training: the head's outputs (see `TOODHead.call`); with a mask head
+        and ground truth, also (see `MaskTargetSampler`) `mask_logits`
+        `[B, R, M, M]` of the sampled foreground RoIs, `mask_targets`
+        `[B, R, M, M]` and `mask_weights` `[B, R]` (1 for foreground RoIs).
       inference: `detection_boxes` `[B, D, 4]` (yxyx, pixels),
         `detection_scores` `[B, D]`, `detection_classes` `[B, D]` int32
         (1-based, 0 for padding), `num_detections` `[B]`, and with masks
@@ -111,12 +132,12 @@ class UniPercepNetModel(tf_keras.Model):
     features = self.features(images, training=training)
     outputs = self.head(features, training=training)
     if training:
-      if roi_boxes is not None:
-        if not self.include_mask:
-          raise ValueError('roi_boxes given to a model without a mask head.')
-        outputs['mask_logits'] = self.mask_logits(features, roi_boxes,
-                                                  roi_classes,
-                                                  training=training)
+      if not self.include_mask:
+        if gt_masks is not None:
+          raise ValueError('gt_masks given to a model without a mask head.')
+      elif gt_boxes is not None:
+        outputs.update(self._mask_training_outputs(
+            features, outputs, gt_boxes, gt_classes, gt_masks))
       return outputs
 
     boxes = outputs['box_preds']
@@ -140,6 +161,25 @@ class UniPercepNetModel(tf_keras.Model):
     detections['cls_scores'] = outputs['cls_scores']
     detections['box_preds'] = boxes
     return detections
+
+  def _mask_training_outputs(self, features: tf.Tensor,
+                             outputs: Mapping[str, tf.Tensor],
+                             gt_boxes: tf.Tensor, gt_classes: tf.Tensor,
+                             gt_masks: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Mask logits of the sampled RoIs, with their targets and weights."""
+    if gt_classes is None or gt_masks is None:
+      raise ValueError('Training the mask branch needs gt_boxes, gt_classes '
+                       'and gt_masks.')
+    targets = self.mask_target_sampler(
+        outputs['box_preds'], outputs['cls_scores'], gt_boxes, gt_classes,
+        gt_masks)
+    return {
+        'mask_logits': self.mask_logits(features, targets['roi_boxes'],
+                                        targets['roi_classes'],
+                                        training=True),
+        'mask_targets': targets['mask_targets'],
+        'mask_weights': targets['mask_weights'],
+    }
 
   def _detection_masks(self, features: tf.Tensor, boxes: tf.Tensor,
                        classes: tf.Tensor) -> tf.Tensor:
@@ -166,7 +206,8 @@ class UniPercepNetModel(tf_keras.Model):
     return items
 
   def get_config(self) -> Mapping[str, Any]:
-    return self._config_dict
+    return dict(self._config_dict,
+                mask_target_sampler=self.mask_target_sampler)
 
   @classmethod
   def from_config(cls, config, custom_objects=None):

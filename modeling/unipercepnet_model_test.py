@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+from configs import losses as losses_cfg
 from configs import unipercepnet as cfg
 from modeling import factory
 from official_ext.vision.configs import backbones
@@ -32,14 +33,27 @@ def tiny_config(num_classes=3, include_mask=True) -> cfg.UniPercepNet:
           clip_boxes=True))
 
 
-def _build(model_config):
+def _build(model_config, mask_targets_config=None):
   specs = tf_keras.layers.InputSpec(shape=[None] + model_config.input_size)
-  return factory.build_unipercepnet(specs, model_config)
+  return factory.build_unipercepnet(specs, model_config,
+                                    mask_targets_config=mask_targets_config)
 
 
 @pytest.fixture(scope='module')
 def model():
-  return _build(tiny_config())
+  # Two mask RoIs per image in training.
+  return _build(tiny_config(), losses_cfg.MaskTargets(num_mask_rois=2))
+
+
+def _ground_truth():
+  """Two images' gt boxes, classes and box-cropped masks (one padded)."""
+  return {
+      'gt_boxes': tf.constant([[[0., 0., 64., 64.], [10., 20., 90., 150.]],
+                               [[32., 32., 96., 96.], [-1., -1., -1., -1.]]]),
+      'gt_classes': tf.constant([[1, 3], [2, -1]]),
+      'gt_masks': tf.concat([tf.ones([2, 1, 28, 28]),
+                             tf.zeros([2, 1, 28, 28])], axis=1),
+  }
 
 
 def test_inference_outputs_shapes_dtypes_and_ranges(model):
@@ -96,21 +110,21 @@ def test_low_threshold_fills_every_detection_slot(model):
 
 def test_training_outputs_and_mask_logits(model):
   images = tf.random.normal([2, 128, 160, 3], seed=3)
-  roi_boxes = tf.constant([[[0., 0., 64., 64.], [10., 20., 90., 150.]],
-                           [[32., 32., 96., 96.], [0., 0., 128., 160.]]])
-  roi_classes = tf.constant([[1, 3], [2, 2]])
-  out = model(images, roi_boxes=roi_boxes, roi_classes=roi_classes,
-              training=True)
+  gt = _ground_truth()
+  out = model(images, **gt, training=True)
   n = 4 * 5 * 5
   assert out['cls_scores'].shape == (2, n, 3)
   assert out['box_preds'].shape == (2, n, 4)
   assert out['anchor_boxes'].shape == (n, 4)
   assert out['mask_logits'].shape == (2, 2, 28, 28)
+  assert out['mask_targets'].shape == (2, 2, 28, 28)
+  assert out['mask_weights'].shape == (2, 2)
+  # The gt boxes are among the sampled RoIs: each image has a foreground one.
+  assert (out['mask_weights'].numpy().sum(axis=1) >= 1).all()
   assert 'detection_boxes' not in out
   # Gradients reach the backbone, head and mask head.
   with tf.GradientTape() as tape:
-    out = model(images, roi_boxes=roi_boxes, roi_classes=roi_classes,
-                training=True)
+    out = model(images, **gt, training=True)
     loss = (tf.reduce_sum(out['cls_scores']) + tf.reduce_sum(out['box_preds'])
             + tf.reduce_sum(out['mask_logits']))
   grads = tape.gradient(loss, model.trainable_variables)
@@ -119,13 +133,23 @@ def test_training_outputs_and_mask_logits(model):
   assert not missing, missing
 
 
+def test_mask_target_sampler_stays_out_of_checkpoints(model):
+  # Checkpoints written before the model held the sampler keep loading.
+  children = tf.train.TrackableView(model).children(model)
+  assert model.mask_target_sampler is not None
+  assert set(children) == {'_config_dict', 'backbone', 'decoder', 'head',
+                           'detection_generator', 'mask_head',
+                           'mask_roi_aligner'}
+
+
 def test_model_without_mask_head():
   model = _build(tiny_config(include_mask=False))
   out = model(tf.zeros([1, 128, 160, 3]), training=False)
   assert 'detection_masks' not in out
   with pytest.raises(ValueError, match='without a mask head'):
-    model(tf.zeros([1, 128, 160, 3]), roi_boxes=tf.zeros([1, 1, 4]),
-          roi_classes=tf.ones([1, 1], tf.int32), training=True)
+    model(tf.zeros([1, 128, 160, 3]), gt_boxes=tf.zeros([1, 1, 4]),
+          gt_classes=tf.ones([1, 1], tf.int32),
+          gt_masks=tf.ones([1, 1, 28, 28]), training=True)
 
 
 def test_frozen_backbone_statistics_move_only_in_the_neck(model):

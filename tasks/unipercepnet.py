@@ -16,28 +16,39 @@ from configs import unipercepnet as exp_cfg
 from dataloaders import unipercepnet_input
 from losses import unipercepnet_losses
 from modeling import factory
-from modeling import mask_targets
 from modeling import unipercepnet_model
+
+
+def ground_truth(labels: Mapping[str, tf.Tensor],
+                 include_mask: bool) -> Dict[str, tf.Tensor]:
+  """The labels the model's training forward takes."""
+  keys = ['gt_boxes', 'gt_classes'] + (['gt_masks'] if include_mask else [])
+  return {k: labels[k] for k in keys}
 
 
 def build_and_trace(model: unipercepnet_model.UniPercepNetModel,
                     input_size, batch_size: int = 1) -> None:
   """Creates every variable by tracing (not running) both call modes."""
   images = tf.TensorSpec([batch_size] + list(input_size), tf.float32)
-  num_rois = 1
-  roi_boxes = tf.TensorSpec([batch_size, num_rois, 4], tf.float32)
-  roi_classes = tf.TensorSpec([batch_size, num_rois], tf.int32)
+  num_gts, mask_side = 1, 28
+  labels = {
+      'gt_boxes': tf.TensorSpec([batch_size, num_gts, 4], tf.float32),
+      'gt_classes': tf.TensorSpec([batch_size, num_gts], tf.int32),
+      'gt_masks': tf.TensorSpec([batch_size, num_gts, mask_side, mask_side],
+                                tf.float32),
+  }
 
   @tf.function(autograph=False)
-  def _trace(images, roi_boxes, roi_classes):
-    if not model.include_mask:
-      roi_boxes, roi_classes = None, None
-    train = model(images, roi_boxes=roi_boxes, roi_classes=roi_classes,
-                  training=True)
+  def _trace(images, labels):
+    # Inference first: Keras keeps the first call's arguments as the ones a
+    # SavedModel export retraces the model with, batch size relaxed, and the
+    # mask target sampler (Model Garden's samplers) needs a static one.
     infer = model(images, training=False)
+    train = model(images, **ground_truth(labels, model.include_mask),
+                  training=True)
     return train, infer
 
-  _trace.get_concrete_function(images, roi_boxes, roi_classes)
+  _trace.get_concrete_function(images, labels)
 
 
 # Written to model_dir after every evaluation.
@@ -54,7 +65,9 @@ class UniPercepNetTask(base_task.Task):
         shape=[None] + list(model_cfg.input_size))
     l2 = self.task_config.losses.l2_weight_decay
     l2_regularizer = tf_keras.regularizers.l2(l2 / 2.) if l2 else None
-    model = factory.build_unipercepnet(input_specs, model_cfg, l2_regularizer)
+    model = factory.build_unipercepnet(
+        input_specs, model_cfg, l2_regularizer,
+        mask_targets_config=self.task_config.losses.mask_targets)
     build_and_trace(model, model_cfg.input_size)
     return model
 
@@ -137,22 +150,35 @@ class UniPercepNetTask(base_task.Task):
 
   # ---------------------------------------------------------------- losses
 
-  def _initial_stage(self, step: tf.Tensor) -> tf.Tensor:
-    initial_steps = (self.task_config.losses.initial_epochs *
-                     self._steps_per_epoch())
-    return tf.cast(step, tf.int64) < initial_steps
+  def epoch(self, step: tf.Tensor) -> tf.Tensor:
+    """The epoch (int64) of a training step."""
+    return tf.cast(step, tf.int64) // self._steps_per_epoch()
 
   def build_losses(self, labels: Mapping[str, tf.Tensor],
                    model_outputs: Mapping[str, tf.Tensor],
                    aux_losses=None,
-                   step: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
-    """Weighted losses; `step` (the optimizer's) picks the assigner."""
+                   epoch: Optional[tf.Tensor] = None,
+                   assigner: Optional[str] = None) -> Dict[str, tf.Tensor]:
+    """Weighted losses.
+
+    Args:
+      labels: 'gt_boxes' and 'gt_classes'.
+      model_outputs: the model's training outputs.
+      aux_losses: the regularisation losses.
+      epoch: the training epoch, which picks the assigner from
+        `losses.assigner_schedule`; None: epoch 0.
+      assigner: a registered assigner name: that one, whatever the epoch.
+
+    Returns:
+      'cls_loss', 'box_loss', 'num_positives', with a mask head 'mask_loss',
+      with aux losses 'l2_loss', and their weighted sum 'total_loss'.
+    """
     params = self.task_config.losses
-    if step is None:
-      step = tf.constant(0, tf.int64)
+    if epoch is None:
+      epoch = tf.constant(0, tf.int64)
     losses = unipercepnet_losses.detection_losses_fn(
-        model_outputs, labels['gt_boxes'], labels['gt_classes'],
-        self._initial_stage(step), params,
+        model_outputs, labels['gt_boxes'], labels['gt_classes'], params,
+        epoch=epoch, assigner=assigner,
         stride=2 ** self.task_config.model.level)
     total = (params.cls_weight * losses['cls_loss'] +
              params.giou_weight * losses['box_loss'])
@@ -207,48 +233,19 @@ class UniPercepNetTask(base_task.Task):
 
   # ----------------------------------------------------------------- steps
 
-  def forward_train(self, model: unipercepnet_model.UniPercepNetModel,
-                    images: tf.Tensor,
-                    labels: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """Head outputs, plus mask logits/targets for sampled RoIs."""
-    features = model.features(images, training=True)
-    outputs = dict(model.head(features, training=True))
-    if model.include_mask:
-      targets = self._mask_target_sampler(
-          outputs['box_preds'], outputs['cls_scores'], labels['gt_boxes'],
-          labels['gt_classes'], labels['gt_masks'])
-      outputs['mask_logits'] = model.mask_logits(
-          features, targets['roi_boxes'], targets['roi_classes'],
-          training=True)
-      outputs['mask_targets'] = targets['mask_targets']
-      outputs['mask_weights'] = targets['mask_weights']
-    return outputs
-
-  @property
-  def _mask_target_sampler(self) -> mask_targets.MaskTargetSampler:
-    if getattr(self, '_sampler', None) is None:
-      p = self.task_config.losses.mask_targets
-      self._sampler = mask_targets.MaskTargetSampler(
-          pre_nms_top_k=p.pre_nms_top_k,
-          nms_iou_threshold=p.nms_iou_threshold,
-          num_proposals=p.num_proposals,
-          foreground_iou_threshold=p.foreground_iou_threshold,
-          num_sampled_rois=p.num_sampled_rois,
-          foreground_fraction=p.foreground_fraction,
-          mix_gt_boxes=p.mix_gt_boxes,
-          num_mask_rois=p.num_mask_rois,
-          mask_size=p.mask_size)
-    return self._sampler
-
-  def train_step(self, inputs, model, optimizer, metrics=None):
+  def train_step(self, inputs, model, optimizer, metrics=None,
+                 assigner: Optional[str] = None):
+    """One step; `assigner` (a registered name) overrides the schedule."""
     images, labels = inputs
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     with tf.GradientTape() as tape:
-      outputs = self.forward_train(model, images, labels)
+      outputs = model(images, **ground_truth(labels, model.include_mask),
+                      training=True)
       outputs = tf.nest.map_structure(lambda x: tf.cast(x, tf.float32),
                                       outputs)
       losses = self.build_losses(labels, outputs, aux_losses=model.losses,
-                                 step=optimizer.iterations)
+                                 epoch=self.epoch(optimizer.iterations),
+                                 assigner=assigner)
       # Gradients are summed over replicas: scale the per-replica loss.
       scaled_loss = losses['total_loss'] / num_replicas
       if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):

@@ -12,6 +12,9 @@ from official.core import task_factory
 from official.vision.modeling.backbones import factory as backbone_factory
 from official.vision.modeling.decoders import factory as decoder_factory
 import registry_imports  # pylint: disable=unused-import
+from configs import losses as losses_cfg
+from losses import unipercepnet_losses
+from losses import unipercepnet_losses_test
 from tasks import unipercepnet as task_lib
 
 _TINY = {
@@ -86,9 +89,69 @@ def test_build_model_creates_every_variable():
   before = len(model.variables)
   assert before > 0
   model(tf.zeros([1, 96, 128, 3]), training=False)
-  model(tf.zeros([1, 96, 128, 3]), roi_boxes=tf.zeros([1, 2, 4]),
-        roi_classes=tf.ones([1, 2], tf.int32), training=True)
+  model(tf.zeros([1, 96, 128, 3]), gt_boxes=tf.zeros([1, 2, 4]),
+        gt_classes=tf.ones([1, 2], tf.int32),
+        gt_masks=tf.ones([1, 2, 112, 112]), training=True)
   assert len(model.variables) == before
+
+
+def test_build_losses_weights_the_parts_and_follows_the_schedule():
+  params = _tiny_params()
+  p = params.task.losses
+  p.cls_weight, p.giou_weight, p.mask_weight = 2., 3., 5.
+  p.anchor_sampler.num_samples = 0  # Every anchor: no random draw.
+  p.assigner_schedule = [
+      losses_cfg.AssignerStage(assigner='uniform', until_epoch=2),
+      losses_cfg.AssignerStage(assigner='task_aligned', until_epoch=5),
+      losses_cfg.AssignerStage(assigner='uniform')]
+  task = task_factory.get_task(params.task)
+  # Hand-built model outputs: the dense predictions and the mask branch's.
+  dense, gt_boxes, gt_classes = unipercepnet_losses_test._batch()  # pylint: disable=protected-access
+  rng = np.random.default_rng(0)
+  outputs = dict(
+      dense,
+      mask_logits=rng.normal(size=(2, 3, 4, 4)).astype(np.float32),
+      mask_targets=rng.uniform(size=(2, 3, 4, 4)).astype(np.float32),
+      mask_weights=np.array([[1., 1., 0.], [1., 0., 0.]], np.float32))
+  labels = {'gt_boxes': gt_boxes, 'gt_classes': gt_classes}
+  aux_losses = [tf.constant(0.25), tf.constant(0.5)]
+  stage_losses = {
+      name: unipercepnet_losses.detection_losses_fn(
+          outputs, gt_boxes, gt_classes, p, assigner=name, stride=32)
+      for name in ('uniform', 'task_aligned')}
+  assert not np.isclose(stage_losses['uniform']['cls_loss'],
+                        stage_losses['task_aligned']['cls_loss'])
+  mask_loss = unipercepnet_losses.mask_loss_fn(
+      outputs['mask_logits'], outputs['mask_targets'],
+      outputs['mask_weights'])
+  in_graph = tf.function(lambda epoch: task.build_losses(
+      labels, outputs, aux_losses=aux_losses, epoch=epoch))
+  for epoch, stage in [(0, 'uniform'), (1, 'uniform'), (2, 'task_aligned'),
+                       (4, 'task_aligned'), (5, 'uniform'), (9, 'uniform')]:
+    for losses in (task.build_losses(labels, outputs, aux_losses=aux_losses,
+                                     epoch=tf.constant(epoch, tf.int64)),
+                   in_graph(tf.constant(epoch, tf.int64))):
+      expected = stage_losses[stage]
+      for key in ('cls_loss', 'box_loss', 'num_positives'):
+        np.testing.assert_allclose(losses[key], expected[key], rtol=1e-6)
+      np.testing.assert_allclose(losses['mask_loss'], mask_loss, rtol=1e-6)
+      np.testing.assert_allclose(losses['l2_loss'], 0.75, rtol=1e-6)
+      np.testing.assert_allclose(
+          losses['total_loss'],
+          2. * expected['cls_loss'] + 3. * expected['box_loss'] +
+          5. * mask_loss + 0.75, rtol=1e-6)
+  # A named assigner overrides the schedule; without an epoch: epoch 0.
+  forced = task.build_losses(labels, outputs, epoch=tf.constant(0, tf.int64),
+                             assigner='task_aligned')
+  np.testing.assert_allclose(forced['cls_loss'],
+                             stage_losses['task_aligned']['cls_loss'],
+                             rtol=1e-6)
+  np.testing.assert_allclose(task.build_losses(labels, outputs)['cls_loss'],
+                             stage_losses['uniform']['cls_loss'], rtol=1e-6)
+  # Training steps count in epochs of task.steps_per_epoch.
+  steps = params.task.steps_per_epoch
+  assert [int(task.epoch(tf.constant(s, tf.int64)))
+          for s in (0, steps - 1, steps, 5 * steps + 3)] == [0, 0, 1, 5]
 
 
 def test_initialize_restores_the_backbone_only(tmp_path):
