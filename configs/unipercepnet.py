@@ -1,7 +1,7 @@
 """UniPercepNet-S configs and experiments.
 
-Numbers follow `shared/DESIGN.md` (from the reference config
-`unipercepnet_s_regnetx_4gf_se_sam_3x_coco.py`).
+Numbers follow the reference implementation (UniPercepNet-S on MMDetection
+3.3), config `unipercepnet_s_regnetx_4gf_se_sam_3x_coco.py`.
 """
 
 import dataclasses
@@ -13,6 +13,7 @@ from official.core import exp_factory
 from official.modeling import hyperparams
 from official.modeling import optimization
 from official.vision.configs import common
+from official.vision.ops import preprocess_ops
 from official_ext.vision.configs import backbones
 from official_ext.vision.configs import decoders
 from configs import losses as losses_cfg
@@ -27,8 +28,8 @@ COCO_CATEGORY_IDS = tuple(i for i in range(1, 91) if i not in (
 COCO_TEST_SCALE = (800, 1333)
 
 # Model input normalisation (RGB, 0..255 scale).
-MEAN_RGB = (123.675, 116.28, 103.53)
-STDDEV_RGB = (58.395, 57.12, 57.375)
+MEAN_RGB = preprocess_ops.MEAN_RGB
+STDDEV_RGB = preprocess_ops.STDDEV_RGB
 
 
 @dataclasses.dataclass

@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pycocotools import coco
 from pycocotools import cocoeval
 from pycocotools import mask as mask_api
+from official.vision.ops import box_ops
 from official.vision.ops import mask_ops
 from serving import export_saved_model_lib as export_lib
 from tools import visualize
@@ -117,9 +118,8 @@ def _to_numpy_detections(outputs: Mapping[str, tf.Tensor],
 
 
 def _yxyx_to_xywh(boxes: np.ndarray) -> np.ndarray:
-  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-  return np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1],
-                   boxes[:, 2] - boxes[:, 0]], axis=-1)
+  """[n, 4] float64 COCO boxes (Model Garden's conversion)."""
+  return box_ops.yxyx_to_xywh(np.asarray(boxes, np.float64).reshape(-1, 4))
 
 
 def _png_bytes(image: np.ndarray) -> bytes:

@@ -76,11 +76,7 @@ class UniPercepNetTask(base_task.Task):
     path = self.task_config.init_checkpoint
     if not path:
       return
-    if tf.io.gfile.isdir(path):
-      latest = tf.train.latest_checkpoint(path)
-      if latest is None:
-        raise ValueError(f'init_checkpoint {path!r} holds no checkpoint.')
-      path = latest
+    path = checkpoint_prefix(path, 'init_checkpoint')
     modules = self.task_config.init_checkpoint_modules
     if modules == 'all':
       items = dict(model.checkpoint_items)
@@ -326,6 +322,20 @@ def resolve_category_ids(config: exp_cfg.UniPercepNetTask) -> List[int]:
   return ids
 
 
+def checkpoint_prefix(path: str, what: str = 'checkpoint') -> str:
+  """A checkpoint prefix as given, or a directory's latest checkpoint.
+
+  Raises:
+    ValueError: naming `what` and the directory, when it holds none.
+  """
+  if not tf.io.gfile.isdir(path):
+    return path
+  latest = tf.train.latest_checkpoint(path)
+  if latest is None:
+    raise ValueError(f'{what} {path!r} holds no checkpoint.')
+  return latest
+
+
 def restore_inference_weights(task: UniPercepNetTask,
                               model: tf_keras.Model,
                               checkpoint_path: str,
@@ -345,11 +355,7 @@ def restore_inference_weights(task: UniPercepNetTask,
   Returns:
     The checkpoint file prefix read.
   """
-  if tf.io.gfile.isdir(checkpoint_path):
-    latest = tf.train.latest_checkpoint(checkpoint_path)
-    if latest is None:
-      raise ValueError(f'{checkpoint_path!r} holds no checkpoint.')
-    checkpoint_path = latest
+  checkpoint_path = checkpoint_prefix(checkpoint_path)
   items = {'model': model}
   optimizer = None
   if optimizer_config is not None and optimizer_config.ema is not None:
