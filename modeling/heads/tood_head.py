@@ -9,7 +9,8 @@ Data flow (one level, A anchors per cell, K classes):
        -> decoded on the anchors (XYWH deltas, centre clamp)
   feat -> 1x1 -> ReLU -> 3x3 -> A*4*2 offsets: each box coordinate is
        resampled from the decoded-box map at its own offset; where that
-       inverts a box the unsampled box is kept.
+       inverts the first anchor's box, the cell keeps all its unsampled
+       boxes (the reference's rule, see `resample_boxes`).
 """
 
 import math
