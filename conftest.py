@@ -1,11 +1,10 @@
-"""Makes the repository root importable for tests (Model Garden style)."""
+"""Shared test fixtures. The repository is importable as installed by
+scripts/setup_venv.sh (`pip install -e .`)."""
 import os
-import sys
+
+import pytest
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Fixtures made by running the reference implementation (see its README).
 REFPARITY_DIR = os.path.join(

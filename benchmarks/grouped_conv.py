@@ -14,20 +14,14 @@ times one grouped 3x3 conv (stride 1, the stage's resolution) computed as:
 With `--grad` the forward and backward passes are timed (training).
 """
 
-import os
-import sys
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import tensorflow as tf
 
 from benchmarks import bench_lib
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _SIZE = flags.DEFINE_string('size', '640x640', 'Network input HEIGHTxWIDTH.')
 _RUNS = flags.DEFINE_integer('runs', 10, 'Timed runs.')

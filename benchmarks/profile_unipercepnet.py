@@ -15,16 +15,11 @@ XLA (`jit_compile=True`); pieces XLA cannot compile are reported as such.
 """
 
 import json
-import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 
 from benchmarks import bench_lib
@@ -32,7 +27,6 @@ from official.vision.modeling.layers import roi_aligner
 from official.vision.ops import box_ops
 from official_ext.vision.modeling.layers import nn_layers
 from official_ext.vision.ops import sampling_ops
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 # (tools/model_stats.py, imported by bench_lib, owns --experiment.)
 _EXPERIMENT = flags.DEFINE_string('exp', bench_lib.OURS_REGNET,

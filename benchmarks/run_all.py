@@ -34,14 +34,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 
 from benchmarks import bench_lib
 from benchmarks import sections
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _SIZES = flags.DEFINE_string('sizes', '640x640,800x1344',
                              'Inference sizes, HEIGHTxWIDTH, comma-separated.')

@@ -19,15 +19,11 @@ the export does not need the annotation file). Outputs: see
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from serving import export_saved_model_lib as export_lib
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _EXPERIMENT = flags.DEFINE_string(
     'experiment', None, 'Registered experiment, e.g. unipercepnet_coco; '

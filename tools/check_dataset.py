@@ -50,14 +50,10 @@ from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 from PIL import Image
 
 from data import coco_utils
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 # COCO evaluation's area ranges.
 SMALL_AREA = 32**2

@@ -14,17 +14,12 @@ count as zero).
 
 import contextlib
 import json
-import os
-import sys
 from typing import Callable, Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 import tf_keras
 from tensorflow.python.framework import convert_to_constants
@@ -33,7 +28,6 @@ from official.core import exp_factory
 from official.core import task_factory
 from official.modeling import hyperparams
 import registry_imports  # pylint: disable=unused-import
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _EXPERIMENT = flags.DEFINE_string('experiment', None, 'Registered experiment.')
 _CONFIG_FILE = flags.DEFINE_multi_string(
