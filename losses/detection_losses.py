@@ -9,8 +9,8 @@ Conventions shared by every loss in this module:
     Cross-entropy is torch's `binary_cross_entropy`: each logarithm is
     clamped below at -100 (not the probabilities), and its gradient is
     torch's, `(p - y) / max(p (1 - p), 1e-12)`, finite for p = 0 or 1.
-  * IoU and GIoU are mmdet's `bbox_overlaps`: areas are not clamped, the union
-    and the enclosing area are clamped below at 1e-6.
+  * GIoU (and the IoU inside it) is mmdet's `bbox_overlaps`: areas are not
+    clamped, the union and the enclosing area are clamped below at 1e-6.
   * Every loss returns the weighted SUM over its elements as a float32 scalar.
     Nothing is normalised here (no division by the number of positives or by
     the sum of weights); normalisation is the caller's job.
@@ -200,22 +200,6 @@ def _overlaps(boxes_a: tf.Tensor, boxes_b: tf.Tensor):
       tf.maximum(a_ymax, b_ymax) - tf.minimum(a_ymin, b_ymin), 0.0)
   enclose_area = tf.maximum(enclose_w * enclose_h, _BOX_EPSILON)
   return intersection, union, enclose_area
-
-
-def elementwise_iou(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tf.Tensor:
-  """Elementwise (not pairwise) IoU, as mmdet's `bbox_overlaps`.
-
-  Args:
-    boxes_a: A float tensor of shape [..., 4], [ymin, xmin, ymax, xmax].
-    boxes_b: A float tensor of the same shape as `boxes_a`.
-
-  Returns:
-    A float32 tensor of shape [...] with IoU(boxes_a[i], boxes_b[i]). The
-    union is clamped below at 1e-6, so degenerate boxes give IoU 0.
-  """
-  intersection, union, _ = _overlaps(tf.cast(boxes_a, tf.float32),
-                                     tf.cast(boxes_b, tf.float32))
-  return intersection / union
 
 
 def elementwise_giou(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tf.Tensor:

@@ -150,13 +150,14 @@ class GiouLossTest(tf.test.TestCase):
     boxes = tf.constant([[10.0, 20.0, 50.0, 80.0], [0.0, 0.0, 1.0, 1.0]])
     self.assertAllClose(detection_losses.giou_loss(boxes, boxes), 0.0,
                         atol=1e-6)
-    self.assertAllClose(detection_losses.elementwise_iou(boxes, boxes),
+    # IoU 1 and the enclosing box is the union: GIoU 1.
+    self.assertAllClose(detection_losses.elementwise_giou(boxes, boxes),
                         [1.0, 1.0])
 
   def test_disjoint_boxes(self):
     a = tf.constant([[0.0, 0.0, 1.0, 1.0]])
     b = tf.constant([[2.0, 2.0, 3.0, 3.0]])
-    self.assertAllClose(detection_losses.elementwise_iou(a, b), [0.0])
+    # IoU 0, union 1 + 1 = 2, enclosing 3x3 = 9: GIoU = 0 - (9 - 2) / 9.
     self.assertAllClose(detection_losses.elementwise_giou(a, b), [-7.0 / 9.0])
     self.assertAllClose(detection_losses.giou_loss(a, b), 1.0 + 7.0 / 9.0)
 
@@ -164,7 +165,7 @@ class GiouLossTest(tf.test.TestCase):
     # Intersection 1x1 = 1, union 4 + 4 - 1 = 7, enclosing 3x3 = 9.
     a = tf.constant([[0.0, 0.0, 2.0, 2.0]])
     b = tf.constant([[1.0, 1.0, 3.0, 3.0]])
-    self.assertAllClose(detection_losses.elementwise_iou(a, b), [1.0 / 7.0])
+    # GIoU = IoU - (9 - 7) / 9 with IoU = 1 / 7.
     giou = 1.0 / 7.0 - 2.0 / 9.0
     self.assertAllClose(detection_losses.elementwise_giou(a, b), [giou])
     self.assertAllClose(detection_losses.giou_loss(a, b), 1.0 - giou)
@@ -259,9 +260,10 @@ class TorchSemanticsTest(tf.test.TestCase):
     # Two points: union and enclosing area 0 -> 1e-6 each.
     a = tf.constant([[1.0, 1.0, 1.0, 1.0]])
     self.assertAllClose(detection_losses.elementwise_giou(a, a), [0.0])
-    # Tiny boxes (1e-4 squared = 1e-8 area, below eps): IoU = 1e-8 / 1e-6.
+    # Tiny boxes (1e-4 squared = 1e-8 area, below eps): IoU = 1e-8 / 1e-6;
+    # union and enclosing area are both clamped to 1e-6, so GIoU = IoU.
     b = tf.constant([[0.0, 0.0, 1e-4, 1e-4]])
-    self.assertAllClose(detection_losses.elementwise_iou(b, b), [0.01],
+    self.assertAllClose(detection_losses.elementwise_giou(b, b), [0.01],
                         rtol=1e-3)
 
 
@@ -318,12 +320,12 @@ class XlaTest(tf.test.TestCase):
           detection_losses.quality_focal_loss(
               probs, labels, quality, weights=anchor_weights),
           detection_losses.giou_loss(a, b, weights=anchor_weights),
-          detection_losses.elementwise_iou(a, b),
+          detection_losses.elementwise_giou(a, b),
           detection_losses.sigmoid_bce_mask_loss(
               logits, mask_targets, roi_weights),
       )
 
-    focal, qfl, giou, iou, mask = compute()
+    focal, qfl, giou_loss, giou, mask = compute()
     self.assertAllClose(
         focal, _np_focal(probs, targets, weights=anchor_weights[..., None]),
         rtol=1e-5)
@@ -331,9 +333,9 @@ class XlaTest(tf.test.TestCase):
         qfl, _np_qfl(probs, labels, quality, weights=anchor_weights),
         rtol=1e-5)
     self.assertAllClose(
-        giou, anchor_weights.sum() * (1.0 - (1.0 / 7.0 - 2.0 / 9.0)),
+        giou_loss, anchor_weights.sum() * (1.0 - (1.0 / 7.0 - 2.0 / 9.0)),
         rtol=1e-5)
-    self.assertAllClose(iou, np.full((2, 6), 1.0 / 7.0))
+    self.assertAllClose(giou, np.full((2, 6), 1.0 / 7.0 - 2.0 / 9.0))
     self.assertAllClose(
         mask, _np_mask_bce(logits, mask_targets, roi_weights), rtol=1e-5)
 

@@ -27,22 +27,6 @@ def _centers_sizes(boxes: tf.Tensor):
   return ymin + 0.5 * h, xmin + 0.5 * w, h, w
 
 
-def encode_boxes_xywh(boxes: tf.Tensor, anchors: tf.Tensor,
-                      eps: float = 1e-6) -> tf.Tensor:
-  """Encodes boxes against anchors of the same shape `[..., 4]`."""
-  boxes = tf.convert_to_tensor(boxes)
-  anchors = tf.cast(anchors, boxes.dtype)
-  cy, cx, h, w = _centers_sizes(boxes)
-  acy, acx, ah, aw = _centers_sizes(anchors)
-  ah = tf.maximum(ah, eps)
-  aw = tf.maximum(aw, eps)
-  dy = (cy - acy) / ah
-  dx = (cx - acx) / aw
-  dh = tf.math.log(tf.maximum(h, eps) / ah)
-  dw = tf.math.log(tf.maximum(w, eps) / aw)
-  return tf.stack([dy, dx, dh, dw], axis=-1)
-
-
 def decode_boxes_xywh(deltas: tf.Tensor,
                       anchors: tf.Tensor,
                       ctr_clamp: Optional[float] = None,

@@ -6,19 +6,10 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from official.vision.ops import box_ops as mg_box_ops
 from official_ext.vision.ops import box_ops
 
 _CLIP = math.log(1000. / 16.)
-
-
-def _np_encode(boxes, anchors):
-  def cs(b):
-    h, w = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
-    return b[..., 0] + h / 2, b[..., 1] + w / 2, h, w
-  cy, cx, h, w = cs(boxes)
-  acy, acx, ah, aw = cs(anchors)
-  return np.stack([(cy - acy) / ah, (cx - acx) / aw, np.log(h / ah),
-                   np.log(w / aw)], axis=-1)
 
 
 def _centre_size(box):
@@ -27,40 +18,61 @@ def _centre_size(box):
   return box[..., 0] + h / 2, box[..., 1] + w / 2, h, w
 
 
+def _np_encode(boxes, anchors):
+  """Reference delta-XYWH encoding (the module docstring's formulas)."""
+  cy, cx, h, w = _centre_size(boxes)
+  acy, acx, ah, aw = _centre_size(anchors)
+  return np.stack([(cy - acy) / ah, (cx - acx) / aw, np.log(h / ah),
+                   np.log(w / aw)], axis=-1)
+
+
+def _random_boxes_and_anchors():
+  """[3, 5, 4] yxyx boxes and anchors with sides of 10 to 200 px."""
+  rng = np.random.default_rng(0)
+  anchors = np.concatenate([rng.uniform(0, 100, (3, 5, 2)),
+                            rng.uniform(110, 200, (3, 5, 2))], axis=-1)
+  boxes = np.concatenate([rng.uniform(0, 100, (3, 5, 2)),
+                          rng.uniform(110, 200, (3, 5, 2))], axis=-1)
+  return boxes, anchors
+
+
 class BoxOpsTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_clip_constant(self):
     self.assertAlmostEqual(box_ops.BBOX_XFORM_CLIP, math.log(62.5))
 
-  def test_encode_hand_computed(self):
+  def test_decode_hand_computed(self):
     anchor = tf.constant([[0., 0., 32., 32.]])
-    box = tf.constant([[8., 4., 40., 68.]])
-    # Anchor centre (16, 16), 32 x 32; box centre (24, 36), h 32, w 64.
-    deltas = box_ops.encode_boxes_xywh(box, anchor)
-    self.assertAllClose(deltas, [[0.25, 0.625, 0., math.log(2.)]],
-                        atol=1e-6)
-    # And back.
+    box = [[8., 4., 40., 68.]]
+    # Anchor centre (16, 16), 32 x 32; box centre (24, 36), h 32, w 64:
+    # dy = 8 / 32, dx = 20 / 32, dh = log(32 / 32), dw = log(64 / 32).
+    deltas = tf.constant([[0.25, 0.625, 0., math.log(2.)]])
     self.assertAllClose(box_ops.decode_boxes_xywh(deltas, anchor), box,
                         atol=1e-5)
+    # Shifts of 8 and 20 px are inside a 32 px clamp: same box.
     self.assertAllClose(
         box_ops.decode_boxes_xywh(deltas, anchor, ctr_clamp=32.), box,
         atol=1e-5)
 
-  def test_encode_matches_numpy(self):
-    rng = np.random.default_rng(0)
-    anchors = np.concatenate([rng.uniform(0, 100, (3, 5, 2)),
-                              rng.uniform(110, 200, (3, 5, 2))], axis=-1)
-    boxes = np.concatenate([rng.uniform(0, 100, (3, 5, 2)),
-                            rng.uniform(110, 200, (3, 5, 2))], axis=-1)
-    deltas = box_ops.encode_boxes_xywh(boxes.astype(np.float32),
-                                       anchors.astype(np.float32))
-    self.assertEqual(deltas.shape.as_list(), [3, 5, 4])
-    self.assertAllClose(deltas, _np_encode(boxes, anchors), atol=1e-5)
+  def test_reference_encoding_is_model_gardens(self):
+    # The reference encoder the tests below decode from is Model Garden's
+    # `encode_boxes` without weights (which adds 1e-8 to the sizes).
+    boxes, anchors = _random_boxes_and_anchors()
+    self.assertAllClose(
+        mg_box_ops.encode_boxes(tf.constant(boxes), tf.constant(anchors)),
+        _np_encode(boxes, anchors), atol=1e-6)
 
-  def test_encode_degenerate_anchor_is_finite(self):
-    deltas = box_ops.encode_boxes_xywh(tf.constant([[0., 0., 4., 4.]]),
-                                       tf.constant([[2., 2., 2., 2.]]))
-    self.assertTrue(np.all(np.isfinite(deltas.numpy())))
+  def test_decode_inverts_reference_encoding(self):
+    boxes, anchors = _random_boxes_and_anchors()
+    deltas = tf.constant(_np_encode(boxes, anchors), tf.float32)
+    anchors = tf.constant(anchors, tf.float32)
+    decoded = box_ops.decode_boxes_xywh(deltas, anchors)
+    self.assertEqual(decoded.shape.as_list(), [3, 5, 4])
+    self.assertAllClose(decoded, boxes, atol=1e-3)
+    # Size ratios here are below 20 (< exp(BBOX_XFORM_CLIP) = 62.5), so no
+    # clipping: Model Garden's decoder gives the same boxes.
+    self.assertAllClose(decoded, mg_box_ops.decode_boxes(deltas, anchors),
+                        atol=1e-3)
 
   @parameterized.parameters(None, 32.)
   def test_round_trip(self, ctr_clamp):
@@ -76,11 +88,9 @@ class BoxOpsTest(tf.test.TestCase, parameterized.TestCase):
     h = ah * np.exp(rng.uniform(-2, 2, n))
     w = aw * np.exp(rng.uniform(-2, 2, n))
     boxes = np.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], -1)
-    boxes = tf.constant(boxes, tf.float32)
-    anchors = tf.constant(anchors, tf.float32)
+    deltas = tf.constant(_np_encode(boxes, anchors), tf.float32)
     decoded = box_ops.decode_boxes_xywh(
-        box_ops.encode_boxes_xywh(boxes, anchors), anchors,
-        ctr_clamp=ctr_clamp)
+        deltas, tf.constant(anchors, tf.float32), ctr_clamp=ctr_clamp)
     self.assertAllClose(decoded, boxes, atol=1e-3, rtol=1e-5)
 
   def test_decode_broadcasts_anchors(self):
@@ -94,9 +104,11 @@ class BoxOpsTest(tf.test.TestCase, parameterized.TestCase):
     anchor = tf.constant([[100., 200., 132., 232.]])  # Centre (116, 216).
     # Box centre 100 px below and 100 px left of the anchor's (60 px after
     # clamping it is still only 32), size 48 x 16.
-    box = tf.constant([[216. - 24., 116. - 8., 216. + 24., 116. + 8.]])
-    deltas = box_ops.encode_boxes_xywh(box, anchor)
-    self.assertAllClose(deltas[0, :2], [100. / 32., -100. / 32.], atol=1e-6)
+    box = [[216. - 24., 116. - 8., 216. + 24., 116. + 8.]]
+    # Its deltas on the 32 x 32 anchor: dy = 100 / 32, dx = -100 / 32,
+    # dh = log(48 / 32), dw = log(16 / 32).
+    deltas = tf.constant([[100. / 32., -100. / 32., math.log(1.5),
+                           math.log(0.5)]])
     clamped = box_ops.decode_boxes_xywh(deltas, anchor, ctr_clamp=32.)
     cy, cx, h, w = _centre_size(clamped.numpy()[0])
     self.assertAllClose([cy, cx], [116. + 32., 216. - 32.], atol=1e-4)
