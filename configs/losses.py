@@ -73,7 +73,8 @@ class MaskTargets(hyperparams.Config):
   # Foreground RoIs per image that get a mask target (at most
   # num_sampled_rois * foreground_fraction are foreground).
   num_mask_rois: int = 128
-  mask_size: int = 28
+  # The targets' side is the mask head's output side, derived from the
+  # model: mask_roi_aligner.crop_size * mask_head.upsample_factor.
 
 
 @dataclasses.dataclass

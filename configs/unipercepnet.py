@@ -136,6 +136,9 @@ class UniPercepNet(hyperparams.Config):
 class Parser(hyperparams.Config):
   """Input parsing and the two-stage augmentation recipe."""
   max_num_instances: int = 100
+  # Side of the box-aligned crops each gt mask is stored as (the mask
+  # targets are resampled from them at the mask head's output size).
+  mask_crop_size: int = 112
   # Stage 1 (until `stage2_epoch`): mosaic, random resize, crop.
   mosaic: bool = True
   mosaic_tile_size: int = 640
@@ -173,6 +176,41 @@ class DataConfig(cfg.DataConfig):
   num_examples: int = -1
 
 
+# Relations between settings that no single setting can check, validated
+# (as Model Garden's experiments do) whenever the experiment is loaded.
+# Settings that follow from others are not settings at all: the mask targets'
+# side is mask_roi_aligner.crop_size * mask_head.upsample_factor, and the
+# decoder reads the backbone output `model.level`.
+RESTRICTIONS = (
+    'task.train_data.is_training != None',
+    'task.validation_data.is_training != None',
+    # Proposals are kept after NMS from the pre-NMS top k.
+    'task.losses.mask_targets.num_proposals <= '
+    'task.losses.mask_targets.pre_nms_top_k',
+    # Mask targets go to (some of) the sampled foreground RoIs.
+    'task.losses.mask_targets.num_mask_rois <= '
+    'task.losses.mask_targets.num_sampled_rois',
+    # Detections are the best of the pre-NMS candidates.
+    'task.model.detection_generator.max_num_detections <= '
+    'task.model.detection_generator.pre_nms_top_k',
+    # Masks are computed for (some of) the detections.
+    'task.model.mask_head.max_inference_rois <= '
+    'task.model.detection_generator.max_num_detections',
+)
+
+
+@dataclasses.dataclass
+class Export(hyperparams.Config):
+  """How a SavedModel was exported; `serving/export_saved_model.py` fills it
+  in the export's params.yaml, and `serving/predict.py` reads it."""
+  # Input type of each signature, as 'INPUT_TYPE:SIGNATURE_NAME' pairs joined
+  # by commas (INPUT_TYPE: image_tensor, image_bytes or tf_example).
+  function_keys: str = ''
+  # detection_masks are uint8 0/1 masks of the original image (otherwise
+  # float probabilities inside each box).
+  full_size_masks: bool = False
+
+
 @dataclasses.dataclass
 class UniPercepNetTask(cfg.TaskConfig):
   model: UniPercepNet = dataclasses.field(default_factory=UniPercepNet)
@@ -197,6 +235,7 @@ class UniPercepNetTask(cfg.TaskConfig):
   # pipeline stage) are counted in steps of this size.
   steps_per_epoch: int = 0
   per_category_metrics: bool = False
+  export: Export = dataclasses.field(default_factory=Export)
 
 
 # A step no run reaches (2**31 - 1: optimizer.iterations is an int64 but
@@ -291,10 +330,7 @@ def _dataset_experiment(model: UniPercepNet,
           checkpoint_interval=steps_per_epoch,
           optimizer_config=recipe_optimization(
               steps_per_epoch, epochs, cosine_start_epoch)),
-      restrictions=[
-          'task.train_data.is_training != None',
-          'task.validation_data.is_training != None',
-      ])
+      restrictions=list(RESTRICTIONS))
 
 
 def _coco_experiment(model: UniPercepNet) -> cfg.ExperimentConfig:
@@ -428,7 +464,4 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
           checkpoint_interval=2 * steps_per_epoch,
           max_to_keep=3,
           optimizer_config=optimization_config),
-      restrictions=[
-          'task.train_data.is_training != None',
-          'task.validation_data.is_training != None',
-      ])
+      restrictions=list(RESTRICTIONS))

@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from official.core import exp_factory
 from official.modeling import hyperparams
@@ -91,3 +92,22 @@ def test_coco_experiments_report_cocos_ids_and_test_resize():
     assert ids[-1] == 90 and 83 not in ids and 84 in ids
     assert task.validation_data.parser.test_scale == [800, 1333]
     assert task.model.input_size[:2] == [800, 1344]
+
+
+def test_restrictions_name_both_settings_of_a_contradiction():
+  names = ('unipercepnet_coco', 'unipercepnet_r50_coco',
+           'unipercepnet_bdd100k', 'unipercepnet_shapes')
+  cases = {
+      'task.losses.mask_targets.num_mask_rois': 'num_sampled_rois',
+      'task.losses.mask_targets.num_proposals': 'pre_nms_top_k',
+      'task.model.mask_head.max_inference_rois': 'max_num_detections',
+      'task.model.detection_generator.max_num_detections': 'pre_nms_top_k',
+  }
+  for name in names:
+    exp_factory.get_exp_config(name).validate()
+    for key, other in cases.items():
+      params = exp_factory.get_exp_config(name)
+      params = hyperparams.override_params_dict(params, f'{key}=100000',
+                                                is_strict=True)
+      with pytest.raises(KeyError, match=f'{key.split(".")[-1]}.*{other}'):
+        params.validate()

@@ -33,14 +33,14 @@ def _check_input_path(input_path: Union[str, Sequence[str]]) -> None:
 
 def build_parser(data_config: unipercepnet_cfg.DataConfig,
                  output_size: Sequence[int],
-                 category_ids: Optional[Sequence[int]] = None,
-                 mask_crop_size: int = 112) -> unipercepnet_parser.Parser:
+                 category_ids: Optional[Sequence[int]] = None
+                 ) -> unipercepnet_parser.Parser:
   """Builds a `Parser` from a `DataConfig`."""
   p = data_config.parser
   return unipercepnet_parser.Parser(
       output_size=output_size,
       max_num_instances=p.max_num_instances,
-      mask_crop_size=mask_crop_size,
+      mask_crop_size=p.mask_crop_size,
       aug_scale_min=p.aug_scale_min,
       aug_scale_max=p.aug_scale_max,
       aug_rand_hflip=p.aug_rand_hflip,
@@ -56,8 +56,8 @@ def build_dataset(data_config: unipercepnet_cfg.DataConfig,
                   output_size: Sequence[int],
                   category_ids: Optional[Sequence[int]] = None,
                   stage: int = 2,
-                  input_context: Optional[tf.distribute.InputContext] = None,
-                  mask_crop_size: int = 112) -> tf.data.Dataset:
+                  input_context: Optional[tf.distribute.InputContext] = None
+                  ) -> tf.data.Dataset:
   """Builds the batched (image, labels) dataset with Model Garden's reader.
 
   Training datasets repeat forever; stage 1 and stage 2 are separate datasets
@@ -74,7 +74,6 @@ def build_dataset(data_config: unipercepnet_cfg.DataConfig,
     stage: 1 or 2; ignored when not training.
     input_context: optional `tf.distribute.InputContext` (sharding and the
       per-replica batch size).
-    mask_crop_size: side of the box-aligned mask crops.
 
   Returns:
     A `tf.data.Dataset` of (image [B, H, W, 3], labels) batches.
@@ -86,8 +85,7 @@ def build_dataset(data_config: unipercepnet_cfg.DataConfig,
   if stage not in (1, 2):
     raise ValueError(f'stage must be 1 or 2, got {stage}.')
   _check_input_path(data_config.input_path)
-  parser = build_parser(data_config, output_size, category_ids,
-                        mask_crop_size)
+  parser = build_parser(data_config, output_size, category_ids)
   decoder = tf_example_decoder.TfExampleDecoder(
       include_mask=True,
       regenerate_source_id=(
@@ -104,7 +102,7 @@ def build_dataset(data_config: unipercepnet_cfg.DataConfig,
     parser_fn = functools.partial(parser.parse_prepared_train, stage=stage)
     p = data_config.parser
     if stage == 1 and p.mosaic:
-      sample_fn = mosaic_lib.Mosaic(p.mosaic_tile_size, mask_crop_size,
+      sample_fn = mosaic_lib.Mosaic(p.mosaic_tile_size, p.mask_crop_size,
                                     p.pad_value).sample_fn
   reader = input_reader.InputReader(
       params=data_config,

@@ -42,21 +42,21 @@ def _check_batch(images, labels, batch, size, num, crop):
 def test_build_dataset(shapes):
   train = shapes['train']['tfrecords']
   parser_cfg = unipercepnet_cfg.Parser(max_num_instances=8,
-                                       mosaic_tile_size=32)
+                                       mosaic_tile_size=32,
+                                       mask_crop_size=16)
   for stage in (1, 2):
     config = unipercepnet_cfg.DataConfig(
         input_path=train, global_batch_size=2, is_training=True,
         shuffle_buffer_size=8, parser=parser_cfg, seed=1)
     dataset = unipercepnet_input.build_dataset(
-        config, [64, 64], category_ids=[1, 2, 4], stage=stage,
-        mask_crop_size=16)
+        config, [64, 64], category_ids=[1, 2, 4], stage=stage)
     for images, labels in dataset.take(2):
       _check_batch(images, labels, 2, 64, 8, 16)
   config = unipercepnet_cfg.DataConfig(
       input_path=shapes['val']['tfrecords'][0], global_batch_size=2,
       is_training=False, drop_remainder=False, parser=parser_cfg)
   batches = list(unipercepnet_input.build_dataset(
-      config, [64, 64], category_ids=[1, 2, 4], mask_crop_size=16))
+      config, [64, 64], category_ids=[1, 2, 4]))
   assert len(batches) == 1
   images, labels = batches[0]
   _check_batch(images, labels, 2, 64, 8, 16)

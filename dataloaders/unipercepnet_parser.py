@@ -81,8 +81,8 @@ class Parser:
 
   def __init__(self,
                output_size: Sequence[int],
+               mask_crop_size: int,
                max_num_instances: int = 100,
-               mask_crop_size: int = 112,
                aug_scale_min: float = 1.0,
                aug_scale_max: float = 1.0,
                aug_rand_hflip: bool = False,
@@ -97,8 +97,8 @@ class Parser:
 
     Args:
       output_size: [height, width] of the network input.
-      max_num_instances: labels are clipped or padded to this many instances.
       mask_crop_size: side of the box-aligned mask crops.
+      max_num_instances: labels are clipped or padded to this many instances.
       aug_scale_min: minimum random scale of stage 1, relative to fitting
         output_size.
       aug_scale_max: maximum random scale of stage 1.

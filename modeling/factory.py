@@ -1,7 +1,8 @@
 """Builds a UniPercepNetModel from its config."""
 
-from typing import Optional
+from typing import Optional, Sequence
 
+import tensorflow as tf
 import tf_keras
 
 from official.vision.modeling.backbones import factory as backbone_factory
@@ -99,6 +100,8 @@ def build_unipercepnet(
         aligned=model_config.mask_roi_aligner.aligned)
     max_mask_rois = mask_cfg.max_inference_rois
     sampler = mask_targets.MaskTargetSampler(
+        mask_size=(model_config.mask_roi_aligner.crop_size *
+                   mask_cfg.upsample_factor),
         **(mask_targets_config or losses_cfg.MaskTargets()).as_dict())
 
   return unipercepnet_model.UniPercepNetModel(
@@ -112,3 +115,36 @@ def build_unipercepnet(
       level=level,
       max_mask_rois=max_mask_rois,
       clip_boxes=gen.clip_boxes)
+
+
+def build_and_trace(model: unipercepnet_model.UniPercepNetModel,
+                    input_size: Sequence[int], gt_mask_size: int,
+                    batch_size: int = 1) -> None:
+  """Creates every variable by tracing (not running) both call modes.
+
+  Args:
+    model: the model.
+    input_size: [height, width, 3] of its input.
+    gt_mask_size: side of the gt mask crops the data gives training
+      (`parser.mask_crop_size`).
+    batch_size: the batch size traced.
+  """
+  images = tf.TensorSpec([batch_size] + list(input_size), tf.float32)
+  labels = {
+      'gt_boxes': tf.TensorSpec([batch_size, 1, 4], tf.float32),
+      'gt_classes': tf.TensorSpec([batch_size, 1], tf.int32),
+  }
+  if model.include_mask:
+    labels['gt_masks'] = tf.TensorSpec(
+        [batch_size, 1, gt_mask_size, gt_mask_size], tf.float32)
+
+  @tf.function(autograph=False)
+  def _trace(images, labels):
+    # Inference first: Keras keeps the first call's arguments as the ones a
+    # SavedModel export retraces the model with, batch size relaxed, and the
+    # mask target sampler (Model Garden's samplers) needs a static one.
+    infer = model(images, training=False)
+    train = model(images, **labels, training=True)
+    return train, infer
+
+  _trace.get_concrete_function(images, labels)

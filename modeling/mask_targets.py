@@ -61,6 +61,7 @@ class MaskTargetSampler(tf_keras.layers.Layer):
   """
 
   def __init__(self,
+               mask_size: int,
                pre_nms_top_k: int = 2000,
                nms_iou_threshold: float = 0.7,
                num_proposals: int = 1500,
@@ -69,12 +70,12 @@ class MaskTargetSampler(tf_keras.layers.Layer):
                foreground_fraction: float = 0.25,
                mix_gt_boxes: bool = True,
                num_mask_rois: int = 128,
-               mask_size: int = 28,
                name: str = 'mask_target_sampler',
                **kwargs):
     """Initialises the sampler.
 
     Args:
+      mask_size: side of the mask targets (the mask head's output side).
       pre_nms_top_k: proposals kept by score before NMS.
       nms_iou_threshold: NMS IoU threshold for proposals.
       num_proposals: proposals kept after NMS.
@@ -84,7 +85,6 @@ class MaskTargetSampler(tf_keras.layers.Layer):
       foreground_fraction: largest share of foreground among the sampled RoIs.
       mix_gt_boxes: add the gt boxes to the proposals.
       num_mask_rois: foreground RoIs (at most) that get a mask target.
-      mask_size: side of the mask targets.
       name: layer name.
       **kwargs: other Keras layer arguments.
     """

@@ -33,8 +33,8 @@ class MaskTargetSamplerTest(tf.test.TestCase):
     boxes = tf.constant([[[8., 20., 40., 40.], [60., 60., 90., 90.]]])
     scores = tf.constant([[[0., 0., 0.9], [0., 0., 0.8]]])
     sampler = mask_targets.MaskTargetSampler(
-        pre_nms_top_k=10, num_proposals=10, num_sampled_rois=8,
-        num_mask_rois=4, mask_size=28)
+        mask_size=28, pre_nms_top_k=10, num_proposals=10, num_sampled_rois=8,
+        num_mask_rois=4)
     out = sampler(boxes, scores, gt_boxes, gt_classes, gt_masks)
     self.assertEqual(out['mask_targets'].shape, (1, 4, 28, 28))
     weights = out['mask_weights'][0].numpy()
@@ -58,7 +58,7 @@ class MaskTargetSamplerTest(tf.test.TestCase):
 
   def test_no_gt_gives_no_foreground(self):
     sampler = mask_targets.MaskTargetSampler(
-        pre_nms_top_k=10, num_proposals=10, num_sampled_rois=8,
+        mask_size=28, pre_nms_top_k=10, num_proposals=10, num_sampled_rois=8,
         num_mask_rois=4)
     out = sampler(tf.constant([[[0., 0., 10., 10.]]]),
                   tf.constant([[[0.5]]]),

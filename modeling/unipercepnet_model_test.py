@@ -133,6 +133,22 @@ def test_training_outputs_and_mask_logits(model):
   assert not missing, missing
 
 
+def test_mask_targets_take_the_mask_heads_output_size():
+  # 7 x 4 = 28 is not the default 14 x 2: one setting cannot drift from the
+  # other, as the target size follows the head.
+  config = tiny_config()
+  config.mask_roi_aligner.crop_size = 7
+  config.mask_head.upsample_factor = 4
+  model = _build(config, losses_cfg.MaskTargets(num_mask_rois=2))
+  out = model(tf.zeros([2, 128, 160, 3]), **_ground_truth(), training=True)
+  assert out['mask_logits'].shape == (2, 2, 28, 28)
+  assert out['mask_targets'].shape == (2, 2, 28, 28)
+  config.mask_head.upsample_factor = 1
+  model = _build(config, losses_cfg.MaskTargets(num_mask_rois=2))
+  out = model(tf.zeros([2, 128, 160, 3]), **_ground_truth(), training=True)
+  assert out['mask_logits'].shape == out['mask_targets'].shape == (2, 2, 7, 7)
+
+
 def test_mask_target_sampler_stays_out_of_checkpoints(model):
   # Checkpoints written before the model held the sampler keep loading.
   children = tf.train.TrackableView(model).children(model)

@@ -30,10 +30,10 @@ import tf_keras
 
 from official.core import config_definitions as cfg
 from official.vision.serving import export_base
+from dataloaders import category_ids as category_ids_lib
 from dataloaders.ops import mask_ops
 from dataloaders.ops import preprocess_ops
 from modeling import factory
-from tasks import unipercepnet as task_lib
 
 # Masks pasted at full size are 1 where the pasted probability reaches this.
 MASK_THRESHOLD = 0.5
@@ -108,7 +108,7 @@ class UniPercepNetModule(export_base.ExportModule):
     self._full_size_masks = full_size_masks
     self._pad_value = params.task.validation_data.parser.pad_value
     self._test_scale = params.task.validation_data.parser.test_scale
-    self._category_ids = task_lib.resolve_category_ids(params.task)
+    self._category_ids = category_ids_lib.resolve_category_ids(params.task)
     super().__init__(params, batch_size=batch_size, input_image_size=size,
                      input_type=input_type, num_channels=num_channels,
                      model=model, input_name=input_name)
@@ -123,7 +123,9 @@ class UniPercepNetModule(export_base.ExportModule):
     model = factory.build_unipercepnet(
         tf_keras.layers.InputSpec(shape=[self._batch_size] + input_size),
         model_config)
-    task_lib.build_and_trace(model, input_size)
+    factory.build_and_trace(
+        model, input_size,
+        self.params.task.train_data.parser.mask_crop_size)
     return model
 
   # ------------------------------------------------------------ inputs.

@@ -42,7 +42,7 @@ def test_preprocessing_is_the_evaluation_parsers(small_module):
   np.testing.assert_allclose(info[0].numpy(),
                              [[48, 80], [64, 64], [38 / 48, .8], [0, 0]],
                              rtol=1e-6)
-  parser = unipercepnet_parser.Parser(output_size=[64, 64])
+  parser = unipercepnet_parser.Parser(output_size=[64, 64], mask_crop_size=28)
   expected, _, valid = preprocess_ops.preprocess_for_inference(
       image, [64, 64], parser._pad_value)  # pylint: disable=protected-access
   np.testing.assert_array_equal(valid.numpy(), [38, 64])

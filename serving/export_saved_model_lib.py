@@ -5,19 +5,19 @@ See `serving/export_saved_model.py` for the command line, and
 """
 
 import copy
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from absl import logging
 import tensorflow as tf
 
 from official.core import config_definitions as cfg
 from official.core import exp_factory
-from official.core import task_factory
 from official.modeling import hyperparams
 from official.vision.serving import export_saved_model_lib
 import registry_imports  # pylint: disable=unused-import
+from dataloaders import category_ids
+from modeling import checkpoints
 from serving import detection
-from tasks import unipercepnet as task_lib
 
 INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example')
 SAVED_MODEL_SUBDIR = 'saved_model'
@@ -57,6 +57,11 @@ def load_params(experiment: Optional[str],
   return params
 
 
+def format_function_keys(keys: Mapping[str, str]) -> str:
+  """{input_type: signature name} -> 'image_tensor:serving_default,...'."""
+  return ','.join(f'{k}:{v}' for k, v in keys.items())
+
+
 def parse_function_keys(text: str) -> Dict[str, str]:
   """'image_tensor:serving_default,image_bytes:b' -> a dict, validated."""
   keys = {}
@@ -89,15 +94,14 @@ def build_module(params: cfg.ExperimentConfig,
   params = copy.deepcopy(params)
   size = list(input_image_size or params.task.model.input_size[:2])
   params.task.model.input_size = size + [3]
-  params.task.category_ids = task_lib.resolve_category_ids(params.task)
+  params.task.category_ids = category_ids.resolve_category_ids(params.task)
   module = detection.UniPercepNetModule(
       params, batch_size=batch_size, input_image_size=size,
       input_type=input_type, input_name=input_name,
       full_size_masks=full_size_masks)
-  task = task_factory.get_task(params.task)
   try:
-    read = task_lib.restore_inference_weights(
-        task, module.model, checkpoint_path, params.trainer.optimizer_config)
+    read = checkpoints.restore_inference_weights(
+        module.model, checkpoint_path, params.trainer.optimizer_config)
   except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
     raise ValueError(f'Cannot read checkpoint {checkpoint_path!r}: '
                      f'{e.message.splitlines()[0]}') from e
@@ -131,12 +135,24 @@ def export(params: cfg.ExperimentConfig,
   Returns:
     The export module, holding the exported weights.
   """
+  default = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+  if not function_keys:
+    function_keys = {input_type: default}
+  elif not isinstance(function_keys, Mapping):
+    if len(function_keys) != 1:
+      raise ValueError(f'function_keys {function_keys}: give a dict '
+                       '{input_type: signature name} for several signatures.')
+    function_keys = {function_keys[0]: default}
   module = build_module(params, checkpoint_path, input_type=input_type,
                         batch_size=batch_size,
                         input_image_size=input_image_size,
                         full_size_masks=full_size_masks,
                         input_name=input_name)
   size = module.params.task.model.input_size[:2]
+  # Recorded in the export's params.yaml for its readers (predict.py).
+  module.params.task.export.function_keys = format_function_keys(
+      function_keys)
+  module.params.task.export.full_size_masks = full_size_masks
   export_saved_model_lib.export_inference_graph(
       input_type=input_type,
       batch_size=batch_size,
@@ -147,6 +163,6 @@ def export(params: cfg.ExperimentConfig,
       export_module=module,
       export_checkpoint_subdir=CHECKPOINT_SUBDIR,
       export_saved_model_subdir=SAVED_MODEL_SUBDIR,
-      function_keys=function_keys or [input_type],
+      function_keys=dict(function_keys),
       input_name=input_name)
   return module

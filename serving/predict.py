@@ -39,16 +39,13 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from pycocotools import coco
 from pycocotools import cocoeval
 from pycocotools import mask as mask_api
 from official.vision.ops import box_ops
-from official.vision.ops import mask_ops
+from serving import detection
 from serving import export_saved_model_lib as export_lib
-from tools import visualize
-# pylint: enable=g-import-not-at-top,wrong-import-position
+from serving import visualize
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 FLAGS = flags.FLAGS
@@ -95,22 +92,24 @@ def read_image(path: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------ predictors.
-def _to_numpy_detections(outputs: Mapping[str, tf.Tensor],
-                         height: int, width: int) -> Detections:
-  """The first image of a signature's outputs, masks at the image's size."""
+def _to_numpy_detections(outputs: Mapping[str, tf.Tensor], height: int,
+                         width: int, full_size_masks: bool) -> Detections:
+  """The first image of a signature's outputs, masks at the image's size.
+
+  `full_size_masks`: the outputs' masks are already 0/1 masks of the image
+  (see `detection.UniPercepNetModule`); else box crops, pasted here as the
+  export pastes them.
+  """
   n = int(outputs['num_detections'][0])
-  boxes = outputs['detection_boxes'][0, :n].numpy()
+  boxes = outputs['detection_boxes'][0, :n]
   masks = None
   if 'detection_masks' in outputs:
-    masks = outputs['detection_masks'][0, :n].numpy()
-    if masks.dtype == np.uint8:  # Exported with full_size_masks.
-      masks = masks[:, :height, :width]
-    elif n == 0:
-      masks = np.zeros([0, height, width], np.uint8)
-    else:
-      # As Model Garden's COCO evaluator pastes them.
-      masks = mask_ops.paste_instance_masks(
-          masks, _yxyx_to_xywh(boxes), height, width)
+    masks = outputs['detection_masks'][:, :n]
+    if not full_size_masks:
+      masks = detection.paste_masks_batch(masks, boxes[tf.newaxis],
+                                          (height, width))
+    masks = masks[0, :, :height, :width].numpy()
+  boxes = boxes.numpy()
   return Detections(boxes=boxes,
                     scores=outputs['detection_scores'][0, :n].numpy(),
                     classes=outputs['detection_classes'][0, :n].numpy(),
@@ -137,10 +136,32 @@ def _tf_example(encoded: bytes) -> bytes:
 
 Predictor = Callable[[np.ndarray], Detections]
 
+# How each input type of an export takes an RGB image.
+_ENCODERS = {
+    'image_tensor': lambda image: image[np.newaxis],
+    'image_bytes': lambda image: [_png_bytes(image)],
+    'tf_example': lambda image: [_tf_example(_png_bytes(image))],
+}
+
+
+def export_params(path: str):
+  """The params.yaml of an export directory (or of its saved_model/'s)."""
+  for directory in (path, os.path.dirname(os.path.normpath(path))):
+    params_file = os.path.join(directory, 'params.yaml')
+    if os.path.exists(params_file):
+      return export_lib.load_params(None, [params_file])
+  raise ValueError(f'{path} has no params.yaml beside its SavedModel: give '
+                   'the directory serving/export_saved_model.py wrote.')
+
 
 def saved_model_predictor(path: str,
                           signature: str = 'serving_default') -> Predictor:
-  """Runs a signature of an exported SavedModel on one image at a time."""
+  """Runs a signature of an exported SavedModel on one image at a time.
+
+  The signature's input type and mask format are read from the export's
+  params.yaml (`task.export`).
+  """
+  params = export_params(path)
   if os.path.isdir(os.path.join(path, export_lib.SAVED_MODEL_SUBDIR)):
     path = os.path.join(path, export_lib.SAVED_MODEL_SUBDIR)
   if not tf.saved_model.contains_saved_model(path):
@@ -149,25 +170,24 @@ def saved_model_predictor(path: str,
   if signature not in loaded.signatures:
     raise ValueError(f'{path} has no signature {signature!r}; it has '
                      f'{sorted(loaded.signatures)}.')
+  exported = params.task.export
+  input_types = {name: input_type for input_type, name in
+                 export_lib.parse_function_keys(exported.function_keys).items()}
+  if signature not in input_types:
+    raise ValueError(f'params.yaml of {path} does not say the input type of '
+                     f'signature {signature!r} (task.export.function_keys is '
+                     f'{exported.function_keys!r}); export it again.')
+  encode = _ENCODERS[input_types[signature]]
   fn = loaded.signatures[signature]
-  (name, spec), = fn.structured_input_signature[1].items()
-  # String inputs are encoded images or tf.Examples: tried in that order.
-  encoders = ([lambda x: x[np.newaxis]] if spec.dtype == tf.uint8 else
-              [lambda x: [_png_bytes(x)],
-               lambda x: [_tf_example(_png_bytes(x))]])
+  (name, _), = fn.structured_input_signature[1].items()
 
   def predict(image: np.ndarray) -> Detections:
-    while True:
-      try:
-        outputs = fn(**{name: tf.constant(encoders[0](image))})
-        break
-      except tf.errors.InvalidArgumentError:
-        if len(encoders) == 1:
-          raise
-        encoders.pop(0)
-    return _to_numpy_detections(outputs, *image.shape[:2])
+    outputs = fn(**{name: tf.constant(encode(image))})
+    return _to_numpy_detections(outputs, *image.shape[:2],
+                                full_size_masks=exported.full_size_masks)
 
   predict.model = loaded  # Keeps the loaded object (and its variables) alive.
+  predict.params = params
   return predict
 
 
@@ -189,14 +209,14 @@ def checkpoint_predictor(checkpoint_path: str,
     if not os.path.exists(params_file):
       raise ValueError(f'{params_file} not found: give --experiment (and '
                        '--config_file) for this checkpoint.')
-    params = export_lib.load_params('unipercepnet_coco', [params_file])
+    params = export_lib.load_params(None, [params_file])
   module = export_lib.build_module(params, checkpoint_path)
   fn = module.inference_from_image_tensors.get_concrete_function(
       tf.TensorSpec([None, None, None, 3], tf.uint8))
 
   def predict(image: np.ndarray) -> Detections:
     return _to_numpy_detections(fn(tf.constant(image[np.newaxis])),
-                                *image.shape[:2])
+                                *image.shape[:2], full_size_masks=False)
 
   predict.model = module
   return predict, module.params
@@ -316,8 +336,7 @@ def run(predictor: Predictor,
       canvas = visualize.draw_detections(
           image, detections.boxes, detections.classes, detections.scores,
           masks=detections.masks, class_names=names,
-          score_threshold=score_threshold, scale=draw_scale,
-          mask_type='image')
+          score_threshold=score_threshold, scale=draw_scale)
       if draw:
         visualize.save_png(os.path.join(output_dir, 'images',
                                         _unique_png_name(path, used)), canvas)
@@ -386,12 +405,7 @@ def main(_):
   params = None
   if FLAGS.saved_model:
     predictor = saved_model_predictor(FLAGS.saved_model, FLAGS.signature)
-    for directory in (FLAGS.saved_model, os.path.dirname(
-        os.path.normpath(FLAGS.saved_model))):
-      params_file = os.path.join(directory, 'params.yaml')
-      if os.path.exists(params_file):  # The export's, for class names.
-        params = export_lib.load_params('unipercepnet_coco', [params_file])
-        break
+    params = predictor.params
   else:
     if FLAGS.experiment:
       params = export_lib.load_params(FLAGS.experiment, FLAGS.config_file,

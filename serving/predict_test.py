@@ -181,16 +181,45 @@ def test_signature_outputs_become_image_sized_masks():
   full = np.zeros([1, 2, 50, 70], np.uint8)
   full[0, 0, 10:30, 20:50] = 1
   cut = predict._to_numpy_detections(  # pylint: disable=protected-access
-      as_tensors(dict(outputs, detection_masks=full)), 40, 60)
+      as_tensors(dict(outputs, detection_masks=full)), 40, 60,
+      full_size_masks=True)
   assert cut.masks.shape == (1, 40, 60) and cut.masks.sum() == 20 * 30
   np.testing.assert_array_equal(cut.classes, [4])
   probs = np.ones([1, 2, 28, 28], np.float32)
   pasted = predict._to_numpy_detections(  # pylint: disable=protected-access
-      as_tensors(dict(outputs, detection_masks=probs)), 40, 60)
+      as_tensors(dict(outputs, detection_masks=probs)), 40, 60,
+      full_size_masks=False)
   assert pasted.masks.shape == (1, 40, 60) and pasted.masks.dtype == np.uint8
-  # Model Garden's pasting (as its COCO evaluator's) fills the box to within
-  # a pixel.
+  # The reference's pasting (the export's) fills exactly the box's pixels:
+  # their centres fall inside the crop, their neighbours' outside.
   rows, cols = np.nonzero(pasted.masks[0])
-  assert 9 <= rows.min() <= 11 and 29 <= rows.max() <= 30
-  assert 19 <= cols.min() <= 21 and 49 <= cols.max() <= 50
-  assert abs(pasted.masks.sum() - 20 * 30) <= 20 + 30
+  assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 29, 20, 49)
+  assert pasted.masks.sum() == 20 * 30
+
+
+def test_each_signature_is_fed_as_the_export_recorded(export_dir, tmp_path):
+  # The export's params.yaml says which input each signature takes.
+  params = predict.export_params(export_dir)
+  assert params.task.export.function_keys == (
+      'image_tensor:serving_default,image_bytes:serving_bytes,'
+      'tf_example:serving_examples')
+  assert not params.task.export.full_size_masks
+  image = conftest.random_image(40, 90, seed=4)
+  results = [predict.saved_model_predictor(export_dir, name)(image)
+             for name in ('serving_default', 'serving_bytes',
+                          'serving_examples')]
+  for other in results[1:]:
+    np.testing.assert_allclose(other.boxes, results[0].boxes, atol=1e-4)
+    np.testing.assert_array_equal(other.classes, results[0].classes)
+    np.testing.assert_array_equal(other.masks, results[0].masks)
+  # An export whose params.yaml does not name the signature's input.
+  copy = tmp_path / 'copy'
+  tf.io.gfile.makedirs(str(copy))
+  os.symlink(os.path.join(export_dir, 'saved_model'), copy / 'saved_model')
+  with open(os.path.join(export_dir, 'params.yaml')) as f:
+    text = f.read()
+  (copy / 'params.yaml').write_text(text.replace(
+      'image_bytes:serving_bytes,', ''))
+  with pytest.raises(ValueError, match="input type of signature "
+                     "'serving_bytes'.*export it again"):
+    predict.saved_model_predictor(str(copy), 'serving_bytes')

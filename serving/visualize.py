@@ -84,34 +84,6 @@ def _box_pixels(box: np.ndarray) -> Tuple[int, int, int, int]:
   return y0, x0, max(y1, y0 + 1), max(x1, x0 + 1)
 
 
-def paste_box_mask(mask: np.ndarray, box: np.ndarray, image_height: int,
-                   image_width: int, threshold: float = 0.5) -> np.ndarray:
-  """Pastes a box-relative mask onto an image-sized boolean canvas.
-
-  The [m, m] mask is bilinearly resized to the box's pixel size, thresholded
-  and written at the box's position; the parts outside the image are cut.
-
-  Args:
-    mask: [m_h, m_w] probabilities (or 0/1) relative to `box`.
-    box: [4] box as [ymin, xmin, ymax, xmax] in image pixels.
-    image_height: height of the canvas.
-    image_width: width of the canvas.
-    threshold: mask values strictly above it are foreground.
-
-  Returns:
-    A bool array of shape [image_height, image_width].
-  """
-  canvas = np.zeros((image_height, image_width), dtype=bool)
-  y0, x0, y1, x1 = _box_pixels(box)
-  cy0, cx0 = max(y0, 0), max(x0, 0)
-  cy1, cx1 = min(y1, image_height), min(x1, image_width)
-  if cy1 <= cy0 or cx1 <= cx0:
-    return canvas
-  resized = _resize_float(mask, x1 - x0, y1 - y0) > threshold
-  canvas[cy0:cy1, cx0:cx1] = resized[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-  return canvas
-
-
 def _load_font(font_size: int) -> ImageFont.ImageFont:
   """Returns Pillow's default font, at `font_size` when FreeType exists."""
   try:
@@ -165,7 +137,6 @@ def draw_detections(image: np.ndarray,
                     score_threshold: float = 0.3,
                     mask_threshold: float = 0.5,
                     scale: float = 1,
-                    mask_type: Optional[str] = None,
                     line_width: Optional[int] = None,
                     font_size: int = 11) -> np.ndarray:
   """Draws boxes, labels and blended masks of detections on an image.
@@ -180,8 +151,9 @@ def draw_detections(image: np.ndarray,
     boxes: [N, 4] boxes as [ymin, xmin, ymax, xmax] in pixels of `image`.
     classes: [N] integer class (dataset category) ids.
     scores: [N] scores.
-    masks: None, or [N, m_h, m_w] box-relative probabilities pasted into each
-      box, or [N, H, W] full-image probabilities or 0/1 masks.
+    masks: None, or [N, H, W] probabilities or 0/1 masks of the image (box
+      crops are pasted first, e.g. by `dataloaders.ops.mask_ops.paste_masks`,
+      as predict.py does).
     class_names: optional mapping from class id to name; ids missing from it
       are shown as numbers.
     score_threshold: detections scoring below it are not drawn.
@@ -189,8 +161,6 @@ def draw_detections(image: np.ndarray,
     scale: the output is `scale` times larger than `image` (nearest-neighbour
       resize); boxes and masks are scaled to match, text and lines are not,
       so small images become readable.
-    mask_type: 'box' or 'image' to say how to read `masks`; None guesses:
-      'image' when the mask shape equals the image's [H, W], else 'box'.
     line_width: box outline width in output pixels; defaults to
       max(1, round(scale)).
     font_size: label font size in output pixels.
@@ -199,8 +169,7 @@ def draw_detections(image: np.ndarray,
     A new uint8 array of shape [round(H * scale), round(W * scale), 3].
 
   Raises:
-    ValueError: on inconsistent shapes, a non-positive scale or an unknown
-      `mask_type`.
+    ValueError: on inconsistent shapes or a non-positive scale.
   """
   canvas = _to_rgb_uint8(image)
   height, width = canvas.shape[:2]
@@ -213,16 +182,9 @@ def draw_detections(image: np.ndarray,
                      f'{scores.shape[0]} scores.')
   if masks is not None:
     masks = np.asarray(masks)
-    if masks.ndim != 3 or masks.shape[0] != num:
-      raise ValueError(f'Expected masks of shape [{num}, h, w], got '
-                       f'{masks.shape}.')
-    if mask_type is None:
-      mask_type = 'image' if masks.shape[1:] == (height, width) else 'box'
-    if mask_type not in ('box', 'image'):
-      raise ValueError(f"mask_type must be 'box' or 'image', got {mask_type}.")
-    if mask_type == 'image' and masks.shape[1:] != (height, width):
-      raise ValueError(f'Full-image masks of shape {masks.shape[1:]} do not '
-                       f'match the image {(height, width)}.')
+    if masks.shape != (num, height, width):
+      raise ValueError(f'Expected masks of shape {(num, height, width)} (one '
+                       f'per box, at the image size), got {masks.shape}.')
   if scale <= 0:
     raise ValueError(f'scale must be positive, got {scale}.')
 
@@ -244,14 +206,10 @@ def draw_detections(image: np.ndarray,
   blended = canvas.astype(np.float32)
   if masks is not None:
     for i in keep:
-      if mask_type == 'box':
-        region = paste_box_mask(masks[i], boxes[i], out_height, out_width,
-                                mask_threshold)
-      else:
-        mask = masks[i].astype(np.float32)
-        if mask.shape != (out_height, out_width):
-          mask = _resize_float(mask, out_width, out_height)
-        region = mask > mask_threshold
+      mask = masks[i].astype(np.float32)
+      if mask.shape != (out_height, out_width):
+        mask = _resize_float(mask, out_width, out_height)
+      region = mask > mask_threshold
       color = np.array(class_color(classes[i]), dtype=np.float32)
       blended[region] = ((1.0 - _MASK_ALPHA) * blended[region] +
                          _MASK_ALPHA * color)

@@ -13,8 +13,10 @@ from official.core import task_factory
 from official.vision.evaluation import coco_evaluator
 from official.vision.evaluation import coco_utils
 from configs import unipercepnet as exp_cfg
+from dataloaders import category_ids as category_ids_lib
 from dataloaders import unipercepnet_input
 from losses import unipercepnet_losses
+from modeling import checkpoints
 from modeling import factory
 from modeling import unipercepnet_model
 
@@ -24,31 +26,6 @@ def ground_truth(labels: Mapping[str, tf.Tensor],
   """The labels the model's training forward takes."""
   keys = ['gt_boxes', 'gt_classes'] + (['gt_masks'] if include_mask else [])
   return {k: labels[k] for k in keys}
-
-
-def build_and_trace(model: unipercepnet_model.UniPercepNetModel,
-                    input_size, batch_size: int = 1) -> None:
-  """Creates every variable by tracing (not running) both call modes."""
-  images = tf.TensorSpec([batch_size] + list(input_size), tf.float32)
-  num_gts, mask_side = 1, 28
-  labels = {
-      'gt_boxes': tf.TensorSpec([batch_size, num_gts, 4], tf.float32),
-      'gt_classes': tf.TensorSpec([batch_size, num_gts], tf.int32),
-      'gt_masks': tf.TensorSpec([batch_size, num_gts, mask_side, mask_side],
-                                tf.float32),
-  }
-
-  @tf.function(autograph=False)
-  def _trace(images, labels):
-    # Inference first: Keras keeps the first call's arguments as the ones a
-    # SavedModel export retraces the model with, batch size relaxed, and the
-    # mask target sampler (Model Garden's samplers) needs a static one.
-    infer = model(images, training=False)
-    train = model(images, **ground_truth(labels, model.include_mask),
-                  training=True)
-    return train, infer
-
-  _trace.get_concrete_function(images, labels)
 
 
 # Written to model_dir after every evaluation.
@@ -68,7 +45,9 @@ class UniPercepNetTask(base_task.Task):
     model = factory.build_unipercepnet(
         input_specs, model_cfg, l2_regularizer,
         mask_targets_config=self.task_config.losses.mask_targets)
-    build_and_trace(model, model_cfg.input_size)
+    factory.build_and_trace(
+        model, model_cfg.input_size,
+        self.task_config.train_data.parser.mask_crop_size)
     return model
 
   def initialize(self, model: tf_keras.Model):
@@ -76,7 +55,7 @@ class UniPercepNetTask(base_task.Task):
     path = self.task_config.init_checkpoint
     if not path:
       return
-    path = checkpoint_prefix(path, 'init_checkpoint')
+    path = checkpoints.checkpoint_prefix(path, 'init_checkpoint')
     modules = self.task_config.init_checkpoint_modules
     if modules == 'all':
       items = dict(model.checkpoint_items)
@@ -141,7 +120,7 @@ class UniPercepNetTask(base_task.Task):
   def category_ids(self) -> List[int]:
     """Dataset category id of each contiguous class 1..K."""
     if getattr(self, '_category_ids', None) is None:
-      self._category_ids = resolve_category_ids(self.task_config)
+      self._category_ids = category_ids_lib.resolve_category_ids(self.task_config)
     return self._category_ids
 
   # ---------------------------------------------------------------- losses
@@ -295,81 +274,3 @@ class UniPercepNetTask(base_task.Task):
       with tf.io.gfile.GFile(path, 'w') as f:
         json.dump(record, f, indent=1, sort_keys=True)
     return metrics
-
-
-def resolve_category_ids(config: exp_cfg.UniPercepNetTask) -> List[int]:
-  """Dataset category id of each class 1..K (see `category_ids` config)."""
-  num_classes = config.model.num_classes
-  ids = config.category_ids
-  source = 'task.category_ids'
-  if ids is None and config.annotation_file:
-    if not tf.io.gfile.exists(config.annotation_file):
-      raise ValueError(f'task.annotation_file {config.annotation_file!r} '
-                       'does not exist.')
-    with tf.io.gfile.GFile(config.annotation_file) as f:
-      categories = json.load(f).get('categories', [])
-    ids = sorted(int(c['id']) for c in categories)
-    source = f'the categories of {config.annotation_file}'
-  if ids is None:
-    return list(range(1, num_classes + 1))
-  ids = [int(i) for i in ids]
-  if len(ids) != num_classes or len(set(ids)) != len(ids):
-    raise ValueError(
-        f'{source} gives {len(ids)} category ids ({len(set(ids))} distinct) '
-        f'but task.model.num_classes is {num_classes}. List the dataset\'s '
-        'ids in task.category_ids, or set it to null to read them from '
-        'task.annotation_file.')
-  return ids
-
-
-def checkpoint_prefix(path: str, what: str = 'checkpoint') -> str:
-  """A checkpoint prefix as given, or a directory's latest checkpoint.
-
-  Raises:
-    ValueError: naming `what` and the directory, when it holds none.
-  """
-  if not tf.io.gfile.isdir(path):
-    return path
-  latest = tf.train.latest_checkpoint(path)
-  if latest is None:
-    raise ValueError(f'{what} {path!r} holds no checkpoint.')
-  return latest
-
-
-def restore_inference_weights(task: UniPercepNetTask,
-                              model: tf_keras.Model,
-                              checkpoint_path: str,
-                              optimizer_config=None) -> str:
-  """Loads a training checkpoint into `model` with the weights eval uses.
-
-  With an EMA optimizer (the recipe's), Model Garden's checkpoints hold the
-  raw weights in the model and their averages in the optimizer; evaluation
-  swaps the averages in, and so does this function.
-
-  Args:
-    task: the task (creates the optimizer the checkpoint was saved with).
-    model: the built model.
-    checkpoint_path: a checkpoint file prefix or a directory (latest).
-    optimizer_config: the trainer's optimizer config; None: the raw weights.
-
-  Returns:
-    The checkpoint file prefix read.
-  """
-  checkpoint_path = checkpoint_prefix(checkpoint_path)
-  items = {'model': model}
-  optimizer = None
-  if optimizer_config is not None and optimizer_config.ema is not None:
-    optimizer = task.create_optimizer(optimizer_config)
-    optimizer.shadow_copy(model)
-    items['optimizer'] = optimizer
-  status = tf.train.Checkpoint(**items).read(checkpoint_path)
-  status.expect_partial().assert_existing_objects_matched()
-  if optimizer is not None:
-    # `swap_weights` needs a non-default strategy; for inference the averages
-    # can simply be copied in.
-    # pylint: disable=protected-access
-    for average, weight in zip(optimizer._average_weights,
-                               optimizer._model_weights):
-      weight.assign(average)
-    # pylint: enable=protected-access
-  return checkpoint_path

@@ -6,11 +6,15 @@ import numpy as np
 from pycocotools import mask as mask_api
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from official.core import exp_factory
 from official.core import task_factory
 from official.vision.modeling.backbones import factory as backbone_factory
 from official.vision.modeling.decoders import factory as decoder_factory
+from official_ext.vision.modeling.backbones import ca_resnet
+from official_ext.vision.modeling.backbones import regnet
+from official_ext.vision.modeling.decoders import dilated_encoder
 import registry_imports  # pylint: disable=unused-import
 from configs import losses as losses_cfg
 from losses import unipercepnet_losses
@@ -44,11 +48,27 @@ def _tiny_params():
 def test_registry_imports_registers_everything():
   for name in ['unipercepnet_coco', 'unipercepnet_r50_coco']:
     assert exp_factory.get_exp_config(name).task.model.num_classes == 80
-  # pylint: disable=protected-access
-  assert 'regnet' in backbone_factory._REGISTERED_BACKBONE_CLS
-  assert 'ca_resnet' in backbone_factory._REGISTERED_BACKBONE_CLS
-  assert 'dilated_encoder' in decoder_factory._REGISTERED_DECODER_CLS
-  # pylint: enable=protected-access
+  # Each experiment's backbone and decoder build through Model Garden's
+  # factories, which look their type names up in its registries (an
+  # unregistered name raises). At 64 x 64 the level-5 outputs are 2 x 2.
+  input_specs = tf_keras.layers.InputSpec(shape=[None, 64, 64, 3])
+  for name, backbone_cls, channels in [
+      ('unipercepnet_coco', regnet.RegNet, 1360),  # RegNetX-4.0GF.
+      ('unipercepnet_r50_coco', ca_resnet.CAResNet, 2048)]:
+    model_config = exp_factory.get_exp_config(name).task.model
+    backbone = backbone_factory.build_backbone(
+        input_specs=input_specs,
+        backbone_config=model_config.backbone,
+        norm_activation_config=model_config.norm_activation)
+    assert isinstance(backbone, backbone_cls)
+    level = str(model_config.level)
+    assert backbone.output_specs[level].as_list() == [None, 2, 2, channels]
+    decoder = decoder_factory.build_decoder(
+        input_specs=backbone.output_specs, model_config=model_config)
+    assert isinstance(decoder, dilated_encoder.DilatedEncoder)
+    num_filters = model_config.decoder.dilated_encoder.num_filters
+    assert {k: v.as_list() for k, v in decoder.output_specs.items()} == {
+        level: [None, 2, 2, num_filters]}
   task = task_factory.get_task(_tiny_params().task)
   assert isinstance(task, task_lib.UniPercepNetTask)
 
@@ -192,25 +212,6 @@ def _write_coco(path, categories, annotations, images):
     json.dump({'images': images, 'annotations': annotations,
                'categories': [{'id': i, 'name': f'c{i}'}
                               for i in categories]}, f)
-
-
-def test_category_ids_from_annotation_file_and_errors(tmp_path):
-  params = _tiny_params()
-  path = str(tmp_path / 'val.json')
-  _write_coco(path, [7, 2, 40, 3], [], [])
-  params.task.annotation_file = path
-  assert task_lib.resolve_category_ids(params.task) == [2, 3, 7, 40]
-  params.task.category_ids = [5, 6, 7, 9]
-  assert task_lib.resolve_category_ids(params.task) == [5, 6, 7, 9]
-  params.task.category_ids = [5, 6, 7]
-  with pytest.raises(ValueError, match='num_classes is 4'):
-    task_lib.resolve_category_ids(params.task)
-  params.task.category_ids = None
-  params.task.annotation_file = None
-  assert task_lib.resolve_category_ids(params.task) == [1, 2, 3, 4]
-  params.task.annotation_file = str(tmp_path / 'missing.json')
-  with pytest.raises(ValueError, match='missing.json'):
-    task_lib.resolve_category_ids(params.task)
 
 
 class _PerfectModel:

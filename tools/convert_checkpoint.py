@@ -32,7 +32,6 @@ unmatched keys and shape mismatches.
 
 import dataclasses
 import os
-import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
@@ -42,16 +41,13 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from official.core import config_definitions as cfg
 from official.core import task_factory
 from official.core import train_utils
+from dataloaders import category_ids
 from serving import export_saved_model_lib
-from tasks import unipercepnet as task_lib
 from tools import backbone_namings
 from tools import weights_io
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 PARTS = ('model', 'backbone')
 
@@ -350,7 +346,7 @@ def write_model(task, model, params: cfg.ExperimentConfig,
       max_to_keep=1)
   path = manager.save(checkpoint_number=0)
   params = params.replace(task={
-      'category_ids': task_lib.resolve_category_ids(params.task)})
+      'category_ids': category_ids.resolve_category_ids(params.task)})
   train_utils.serialize_config(params, output_dir)
   return path
 

@@ -23,7 +23,7 @@ _MOSAIC_KEYS = ('image', 'image_shape', 'boxes', 'classes', 'masks',
 class Mosaic:
   """mmdet-style mosaic of 4 prepared examples."""
 
-  def __init__(self, tile_size: int = 640, mask_crop_size: int = 112,
+  def __init__(self, tile_size: int, mask_crop_size: int,
                pad_value: float = 114.):
     """Initialises the mosaic.
 

@@ -9,8 +9,8 @@ from official.vision.configs import decoders
 
 @dataclasses.dataclass
 class DilatedEncoder(hyperparams.Config):
-  """YOLOF's DilatedEncoder on one backbone level."""
-  level: str = '5'
+  """YOLOF's DilatedEncoder on one backbone level: the model config's
+  `level` (as Model Garden's FPN builder reads `min_level`/`max_level`)."""
   num_filters: int = 512
   bottleneck_filters: int = 128
   dilation_rates: List[int] = dataclasses.field(

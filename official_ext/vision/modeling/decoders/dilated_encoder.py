@@ -146,7 +146,10 @@ def build_dilated_encoder(
     model_config: hyperparams.Config,
     l2_regularizer: Optional[tf_keras.regularizers.Regularizer] = None
 ) -> tf_keras.Model:
-  """Builds a DilatedEncoder from a model config with a `decoder` OneOf."""
+  """Builds a DilatedEncoder from a model config with a `decoder` OneOf.
+
+  The encoder reads the backbone output `model_config.level`.
+  """
   if model_config.decoder.type != 'dilated_encoder':
     raise ValueError(
         f'Inconsistent decoder type {model_config.decoder.type!r}.')
@@ -154,7 +157,7 @@ def build_dilated_encoder(
   norm = model_config.norm_activation
   return DilatedEncoder(
       input_specs=input_specs,
-      level=cfg.level,
+      level=str(model_config.level),
       num_filters=cfg.num_filters,
       bottleneck_filters=cfg.bottleneck_filters,
       dilation_rates=cfg.dilation_rates,
