@@ -193,9 +193,6 @@ RESTRICTIONS = (
     # Detections are the best of the pre-NMS candidates.
     'task.model.detection_generator.max_num_detections <= '
     'task.model.detection_generator.pre_nms_top_k',
-    # Masks are computed for (some of) the detections.
-    'task.model.mask_head.max_inference_rois <= '
-    'task.model.detection_generator.max_num_detections',
 )
 
 

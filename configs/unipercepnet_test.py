@@ -100,7 +100,6 @@ def test_restrictions_name_both_settings_of_a_contradiction():
   cases = {
       'task.losses.mask_targets.num_mask_rois': 'num_sampled_rois',
       'task.losses.mask_targets.num_proposals': 'pre_nms_top_k',
-      'task.model.mask_head.max_inference_rois': 'max_num_detections',
       'task.model.detection_generator.max_num_detections': 'pre_nms_top_k',
   }
   for name in names:
