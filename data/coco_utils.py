@@ -1,8 +1,9 @@
 """COCO segmentations and RLEs through pycocotools, for the dataset tools.
 
 The converters (`coco_tfrecord.py`, `bdd100k_labels.py`,
-`shapes_dataset.py`) and `tools/check_dataset.py` read, measure and write
-COCO masks with these. A COCO segmentation is a list of polygons, an
+`shapes_dataset.py`) and the checks (`coco_checks.py`, which
+`tools/check_dataset.py` runs too) read, measure and write COCO masks with
+these. A COCO segmentation is a list of polygons, an
 uncompressed RLE (list `counts`) or a compressed RLE (string `counts`);
 pycocotools works on RLEs with bytes `counts`, JSON holds strings.
 

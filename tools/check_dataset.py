@@ -18,6 +18,11 @@ and prints:
     image / category (see `KINDS`). Annotations that Model Garden's
     `create_coco_tf_record.py` silently drops are their own kind
     (`converter_skip`), in addition to any bbox problem that causes it;
+  * warnings, one line each, for the annotations Model Garden's
+    `create_coco_tf_record.py --include_masks` cannot convert though
+    `python -m data.coco_tfrecord` does (compressed RLE, uncompressed RLE
+    outside crowds, polygons on crowds, no `iscrowd`: see
+    `tools/model_garden_converter.py`);
   * with --image_dir, image files that are missing; with --check_images also
     files PIL cannot decode or whose size differs from the JSON (opens every
     image);
@@ -25,22 +30,22 @@ and prints:
     the number of images, and the first 20 records decoded by Model Garden's
     `TfExampleDecoder(include_mask=True)`. TensorFlow is only imported then.
 
-Exit status: 0 without problems, 1 with problems (at most --max_problems lines
-per kind are printed, then a count of the rest), 2 when the annotation file
-(or --image_dir) cannot be read at all, or for a usage error.
+Exit status: 0 without problems (warnings do not count), 1 with problems (at
+most --max_problems lines per kind are printed, then a count of the rest), 2
+when the annotation file (or --image_dir) cannot be read at all, or for a
+usage error.
 
 The checks are a library: `check_annotations` returns a `Report`,
 `check_tfrecords` a `TfRecordStats`, `format_report` renders a report.
-Masks are rasterised and measured by pycocotools (`data/coco_utils.py`, as
-the converters do); an RLE's counts are checked first, as pycocotools
-trusts them.
+The checks of one segmentation or bbox are `data/coco_checks.py`'s, which
+the converter's validation runs too: pycocotools rasterises and measures
+the masks; an RLE's counts are checked first, as pycocotools trusts them.
 """
 
 import collections
 import concurrent.futures
 import dataclasses
 import json
-import math
 import os
 import re
 import sys
@@ -50,10 +55,10 @@ from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
 from absl import app
 from absl import flags
 
-import numpy as np
 from PIL import Image
 
-from data import coco_utils
+from data import coco_checks
+from tools import model_garden_converter
 
 # COCO evaluation's area ranges.
 SMALL_AREA = 32**2
@@ -73,8 +78,8 @@ KINDS = collections.OrderedDict([
     ('invalid_image', 'image entry without a valid id, file_name, height or '
      'width'),
     ('duplicate_image_id', 'image id used by an earlier image'),
-    ('invalid_annotation', 'annotation that is not an object, or lacks id, '
-     'area or iscrowd (create_coco_tf_record.py needs area and iscrowd)'),
+    ('invalid_annotation', 'annotation that is not an object, or lacks id '
+     'or area (both converters need area)'),
     ('duplicate_annotation_id', 'annotation id used by an earlier annotation'),
     ('unknown_image_id', 'annotation whose image_id is not in images'),
     ('unknown_category_id', 'annotation whose category_id is not in '
@@ -107,6 +112,13 @@ KINDS = collections.OrderedDict([
     ('tfrecord_mismatch', 'sampled record that disagrees with itself or the '
      'JSON'),
 ])
+
+
+_is_id = coco_checks.is_id
+_is_number = coco_checks.is_number
+_positive_int = coco_checks.positive_int
+_fmt = coco_checks.fmt
+_WARNING_KINDS = model_garden_converter.KINDS
 
 
 class AnnotationFileError(Exception):
@@ -166,6 +178,9 @@ class Report:
   image_dir: Optional[str] = None
   images_checked: bool = False
   tfrecords: Optional[TfRecordStats] = None
+  # What Model Garden's create_coco_tf_record.py cannot convert (kinds of
+  # model_garden_converter.KINDS); no problem for python -m data.coco_tfrecord.
+  warnings: List[Problem] = dataclasses.field(default_factory=list)
 
   @property
   def unused_categories(self) -> List[ClassStats]:
@@ -188,31 +203,6 @@ class _Image:
   num_annotations: int = 0
 
 
-def _is_id(value: Any) -> bool:
-  return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-  return (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value))
-
-
-def _positive_int(value: Any) -> Optional[int]:
-  """`value` as an int when it is a positive whole number, else None."""
-  if _is_number(value) and value > 0 and float(value).is_integer():
-    return int(value)
-  return None
-
-
-def _fmt(value: Any, limit: int = 80) -> str:
-  """A JSON value much as the file writes it, cut to `limit` characters."""
-  if isinstance(value, (list, tuple)):
-    text = '[' + ', '.join(_fmt(v, limit) for v in value[:limit]) + ']'
-  else:
-    text = repr(value)
-  return text if len(text) <= limit else text[:limit - 3] + '...'
-
-
 def _fmt_box(box: Sequence[float]) -> str:
   return '[' + ', '.join(f'{v:g}' for v in box) + ']'
 
@@ -226,238 +216,6 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
   return inter / union if union > 0 else 0.0
 
 
-def segmentation_kind(segmentation: Any) -> str:
-  """'polygons', 'uncompressed RLE', 'compressed RLE' or 'other'."""
-  if isinstance(segmentation, list):
-    return 'polygons'
-  if isinstance(segmentation, dict):
-    counts = segmentation.get('counts')
-    if isinstance(counts, list):
-      return 'uncompressed RLE'
-    if isinstance(counts, (str, bytes)):
-      return 'compressed RLE'
-  return 'other'
-
-
-def decode_rle_counts(counts: Any) -> np.ndarray:
-  """The run lengths of a compressed COCO RLE string, checked.
-
-  pycocotools decodes any string without complaint (characters outside the
-  code, a string cut inside a number, runs that do not cover the image), so
-  the check reads the runs itself before pycocotools decodes the mask.
-
-  The string holds one number per run, 5 bits per character (offset by 48),
-  least significant first; bit 0x20 continues the number, bit 0x10 of the
-  last character is its sign. From the fourth run on, a number is the
-  difference to the run two before.
-
-  Args:
-    counts: the RLE's `counts` string (str or bytes).
-
-  Returns:
-    int64 run lengths.
-
-  Raises:
-    ValueError: for a character outside the code, a string that ends inside
-      a number, or a negative run.
-  """
-  if isinstance(counts, str):
-    counts = counts.encode('latin-1', errors='replace')
-  codes = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
-  if not codes.size:
-    return np.zeros([0], np.int64)
-  if codes.min() < 0 or codes.max() > 63:
-    raise ValueError('holds characters outside the RLE code')
-  last = (codes & 0x20) == 0
-  if not last[-1]:
-    raise ValueError('ends inside a number')
-  ends = np.flatnonzero(last)
-  starts = np.concatenate([[0], ends[:-1] + 1])
-  group = np.repeat(np.arange(ends.size), ends - starts + 1)
-  shift = 5 * (np.arange(codes.size) - starts[group])
-  if shift.max() > 55:
-    raise ValueError('holds a number too long for a run length')
-  values = np.add.reduceat((codes & 0x1f) << shift, starts)
-  negative = (codes[ends] & 0x10) != 0
-  values[negative] -= np.left_shift(1, shift[ends[negative]] + 5)
-  runs = values.copy()
-  runs[3::2] = np.cumsum(values[1::2])[1:]
-  runs[4::2] = np.cumsum(values[2::2])[1:]
-  if runs.size and runs.min() < 0:
-    raise ValueError('decodes to a negative run')
-  return runs
-
-
-def rle_area_and_box(runs: np.ndarray, height: int
-                    ) -> Tuple[int, Optional[List[int]]]:
-  """Pixel count and [x, y, w, h] pixel box of a column-major RLE.
-
-  Args:
-    runs: the run lengths (zeros first), covering height x width pixels.
-    height: the mask height.
-
-  Returns:
-    (area, box), decoded by pycocotools; box is None for an empty mask.
-  """
-  runs = np.asarray(runs, np.int64).tolist()
-  height = int(height)
-  width = sum(runs) // height
-  return coco_utils.area_and_box(coco_utils.to_rle(
-      {'counts': runs, 'size': [height, width]}, height, width))
-
-
-def _check_polygons(segmentation: list, height: Optional[int],
-                    width: Optional[int]):
-  """(problems, pixel area, vertex box) of a polygon segmentation."""
-  if all(_is_number(v) for v in segmentation):
-    return [('invalid_polygon', f'segmentation is a flat list of '
-             f'{len(segmentation)} numbers, not a list of polygons')
-           ], None, None
-  bad, good = [], []
-  for j, polygon in enumerate(segmentation):
-    try:
-      coords = np.asarray(polygon, np.float64)
-    except (TypeError, ValueError):
-      coords = None
-    if coords is None or coords.ndim != 1 or not np.isfinite(coords.sum()):
-      bad.append(f'polygon {j} is not a list of finite numbers')
-    elif coords.size < 6:
-      bad.append(f'polygon {j} has {coords.size} coordinates, fewer than 6')
-    elif coords.size % 2:
-      bad.append(f'polygon {j} has an odd number of coordinates '
-                 f'({coords.size})')
-    else:
-      good.append(coords)
-  if bad:  # The rest is not the whole mask: no further checks.
-    return [('invalid_polygon', '; '.join(bad))], None, None
-  if height is None or width is None:
-    return [], None, None
-  area, _ = coco_utils.area_and_box(coco_utils.to_rle(good, height, width))
-  points = (good[0] if len(good) == 1 else np.concatenate(good)).reshape(-1, 2)
-  (x0, y0), (x1, y1) = points.min(0).tolist(), points.max(0).tolist()
-  return [], area, [x0, y0, x1 - x0, y1 - y0]
-
-
-def _check_rle(segmentation: dict, height: Optional[int],
-               width: Optional[int]):
-  """(problems, pixel area, pixel box) of an RLE segmentation."""
-  size = segmentation.get('size')
-  if not (isinstance(size, (list, tuple)) and len(size) == 2
-          and all(_positive_int(v) for v in size)):
-    return [('invalid_rle', f'RLE size {_fmt(size)} is not [height, '
-             f'width]')], None, None
-  rle_height, rle_width = (int(v) for v in size)
-  counts = segmentation.get('counts')
-  if isinstance(counts, list):
-    try:
-      runs = np.asarray(counts)
-    except ValueError:
-      runs = np.zeros([0], object)
-    integral = runs.dtype.kind in 'iu' or (
-        runs.dtype.kind == 'f' and np.isfinite(runs).all()
-        and (runs == np.round(runs)).all())
-    if runs.ndim != 1 or not integral or (runs.size and runs.min() < 0):
-      return [('invalid_rle', 'RLE counts are not non-negative '
-               'integers')], None, None
-    runs = runs.astype(np.int64)
-  elif isinstance(counts, (str, bytes)):
-    try:
-      runs = decode_rle_counts(counts)
-    except ValueError as e:
-      return [('invalid_rle', f'RLE counts string {e}')], None, None
-  else:
-    return [('invalid_rle', f'RLE counts is a {type(counts).__name__}, '
-             'not a list or a string')], None, None
-  total = int(runs.sum())
-  if total != rle_height * rle_width:
-    return [('invalid_rle', f'RLE counts cover {total} pixels, its size '
-             f'{rle_height}x{rle_width} has {rle_height * rle_width}')
-           ], None, None
-  problems = []
-  if height is not None and width is not None and (
-      [rle_height, rle_width] != [height, width]):
-    problems.append(('rle_size_mismatch', f'RLE size [{rle_height}, '
-                     f'{rle_width}] differs from the image\'s [height, '
-                     f'width] [{height}, {width}]'))
-  area, box = rle_area_and_box(runs, rle_height)
-  return problems, area, box
-
-
-def check_segmentation(segmentation: Any, height: Optional[int] = None,
-                       width: Optional[int] = None):
-  """Checks one COCO segmentation of any kind.
-
-  Args:
-    segmentation: the annotation's `segmentation` (None when missing).
-    height: the image height, or None when unknown (polygons are then not
-      rasterised and an RLE's size is not compared).
-    width: the image width, or None.
-
-  Returns:
-    (problems, area, box): a list of (kind, detail) pairs; the mask's pixel
-    count and its own [x, y, w, h] box (the polygons' extent, or the RLE's
-    pixel box), both None when they cannot be computed; box is None for an
-    empty mask.
-  """
-  if segmentation is None:
-    return [('missing_segmentation', 'has no segmentation')], None, None
-  if isinstance(segmentation, (list, dict)) and not segmentation:
-    return [('missing_segmentation', 'segmentation is empty')], None, None
-  if isinstance(segmentation, list):
-    return _check_polygons(segmentation, height, width)
-  if isinstance(segmentation, dict):
-    return _check_rle(segmentation, height, width)
-  return [('missing_segmentation', f'segmentation is a '
-           f'{type(segmentation).__name__}, not polygons or RLE')], None, None
-
-
-def _check_bbox(bbox: Any, height: Optional[int], width: Optional[int]):
-  """(problems, bbox as 4 floats or None) of an annotation's bbox."""
-  if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4
-          and all(_is_number(v) for v in bbox)):
-    if bbox is None:
-      return [('invalid_bbox', 'has no bbox')], None
-    return [('invalid_bbox', f'bbox {_fmt(bbox)} is not 4 finite '
-             'numbers')], None
-  x, y, w, h = (float(v) for v in bbox)
-  problems = []
-  if w > 0 and h > 0 and (height is None or (
-      x >= 0 and y >= 0 and x + w <= width and y + h <= height)):
-    return problems, (x, y, w, h)  # The common case, quickly.
-  text = f'bbox {_fmt(bbox)}'
-  empty = [f'{"zero" if v == 0 else "negative"} {name}'
-           for name, v in (('width', w), ('height', h)) if v <= 0]
-  if empty:
-    problems.append(('empty_bbox', f'{text} has {" and ".join(empty)}'))
-  if height is None or width is None:
-    return problems, (x, y, w, h)
-  outside = []
-  if x < -BBOX_TOLERANCE:
-    outside.append(f'starts at x={x:g}')
-  if y < -BBOX_TOLERANCE:
-    outside.append(f'starts at y={y:g}')
-  if x + w > width + BBOX_TOLERANCE:
-    outside.append(f'ends at x={x + w:g}')
-  if y + h > height + BBOX_TOLERANCE:
-    outside.append(f'ends at y={y + h:g}')
-  if outside:
-    problems.append(('bbox_outside_image', f'{text} lies outside the '
-                     f'{width}x{height} image: {", ".join(outside)}'))
-  skips = []
-  if w <= 0:
-    skips.append('w <= 0')
-  if h <= 0:
-    skips.append('h <= 0')
-  if x + w > width:
-    skips.append(f'x + w = {x + w:g} > width {width}')
-  if y + h > height:
-    skips.append(f'y + h = {y + h:g} > height {height}')
-  if skips:
-    problems.append(('converter_skip', f'{text}: create_coco_tf_record.py '
-                     f'drops it ({", ".join(skips)})'))
-  return problems, (x, y, w, h)
-
-
 class _Checker:
   """Accumulates problems and counts over one COCO dict."""
 
@@ -465,6 +223,7 @@ class _Checker:
     self.source = source
     self.name = os.path.basename(source.rstrip('/')) or source
     self.problems: List[Problem] = []
+    self.warnings: List[Problem] = []  # model_garden_converter's.
     self.images_with_instances = 0
 
   def add(self, kind: str, where: str, detail: str, **ids):
@@ -545,7 +304,7 @@ class _Checker:
       stats = classes.get(cid) if _is_id(cid) else None
       problems = []  # (kind, detail).
 
-      missing = [k for k in ('id', 'area', 'iscrowd') if k not in ann]
+      missing = [k for k in ('id', 'area') if k not in ann]
       if aid is None and 'id' in ann:
         missing.append(f'a valid id (has {_fmt(ann["id"])})')
       if missing:
@@ -567,11 +326,12 @@ class _Checker:
 
       height = image.height if image else None
       width = image.width if image else None
-      bbox_problems, bbox = _check_bbox(ann.get('bbox'), height, width)
+      bbox_problems, bbox = coco_checks.check_bbox(
+          ann.get('bbox'), height, width, BBOX_TOLERANCE)
       problems += bbox_problems
       segmentation = ann.get('segmentation')
-      kinds[segmentation_kind(segmentation)] += 1
-      seg_problems, mask_area, mask_box = check_segmentation(
+      kinds[coco_checks.segmentation_kind(segmentation)] += 1
+      seg_problems, mask_area, mask_box = coco_checks.check_segmentation(
           segmentation, height, width)
       problems += seg_problems
       if mask_area == 0:
@@ -582,12 +342,17 @@ class _Checker:
           problems.append(('mask_bbox_mismatch', f'mask\'s own box '
                            f'{_fmt_box(mask_box)} and bbox {_fmt(ann["bbox"])}'
                            f' have IoU {iou:.2f}'))
+      where = f'annotation {_fmt(aid)}' if aid is not None else (
+          f'annotations[{i}]')
+      if image is not None:
+        where += f' (image {_fmt(iid)}' + (
+            f" '{image.file_name}')" if image.file_name else ')')
+      for kind, detail in model_garden_converter.annotation_warnings(
+          ann, not seg_problems):
+        self.warnings.append(Problem(
+            kind, f'{self.name}: {where}: {detail}', annotation_id=aid,
+            image_id=iid, file_name=image.file_name if image else None))
       if problems:
-        where = f'annotation {_fmt(aid)}' if aid is not None else (
-            f'annotations[{i}]')
-        if image is not None:
-          where += f' (image {_fmt(iid)}' + (
-              f" '{image.file_name}')" if image.file_name else ')')
         for kind, detail in problems:
           self.add(kind, where, detail, annotation_id=aid, image_id=iid,
                    file_name=image.file_name if image else None,
@@ -750,6 +515,7 @@ def check_annotations(
                             for image in empty[:_EXAMPLES]],
       segmentation_kinds=kinds,
       problems=checker.problems,
+      warnings=checker.warnings,
       images_with_instances=checker.images_with_instances,
       image_dir=image_dir,
       images_checked=bool(image_dir is not None and check_images))
@@ -902,23 +668,43 @@ def format_report(report: Report, max_problems: int = 50) -> str:
                  f'{len(t.files)} files (JSON: {report.num_images} images); '
                  f'{t.num_decoded} of the first {t.num_sampled} decode')
 
+  if report.warnings:
+    lines += ['', f'Warnings: {_counts(report.warnings, _WARNING_KINDS)} '
+              "for Model Garden's create_coco_tf_record.py --include_masks, "
+              'which cannot convert these annotations; python -m '
+              'data.coco_tfrecord can']
+    lines += _listing(report.warnings, _WARNING_KINDS, max_problems)
   lines.append('')
   if not report.problems:
-    lines.append('No problems found.')
+    lines.append('No problems found for python -m data.coco_tfrecord '
+                 '(warnings above for create_coco_tf_record.py).'
+                 if report.warnings else 'No problems found.')
     return '\n'.join(lines)
-  counts = report.problem_counts()
-  lines.append(f'Problems: {len(report.problems)} ('
-               + ', '.join(f'{kind} {counts[kind]}' for kind in KINDS
-                           if kind in counts) + ')')
-  for kind, meaning in KINDS.items():
-    found = report.problems_of(kind)
-    if not found:
-      continue
-    lines.append(f'-- {kind} ({len(found)}): {meaning}')
-    lines += [p.message for p in found[:max_problems]]
-    if len(found) > max_problems:
-      lines.append(f'   ... and {len(found) - max_problems} more {kind}')
+  lines.append(f'Problems: {_counts(report.problems, KINDS)}')
+  lines += _listing(report.problems, KINDS, max_problems)
   return '\n'.join(lines)
+
+
+def _counts(found: Sequence[Problem], kinds: Mapping[str, str]) -> str:
+  """'N (kind n, ...)', the kinds in their order."""
+  counts = collections.Counter(p.kind for p in found)
+  return f'{len(found)} (' + ', '.join(
+      f'{kind} {counts[kind]}' for kind in kinds if kind in counts) + ')'
+
+
+def _listing(found: Sequence[Problem], kinds: Mapping[str, str],
+             max_problems: int) -> List[str]:
+  """For each kind found: its meaning, then at most `max_problems` lines."""
+  lines = []
+  for kind, meaning in kinds.items():
+    of_kind = [p for p in found if p.kind == kind]
+    if not of_kind:
+      continue
+    lines.append(f'-- {kind} ({len(of_kind)}): {meaning}')
+    lines += [p.message for p in of_kind[:max_problems]]
+    if len(of_kind) > max_problems:
+      lines.append(f'   ... and {len(of_kind) - max_problems} more {kind}')
+  return lines
 
 
 def run(annotation_file: str, image_dir: Optional[str] = None,
