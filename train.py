@@ -7,10 +7,16 @@ Modes: train, eval, train_and_eval, continuous_eval (Model Garden's). A run
 in a model_dir that holds checkpoints resumes from the latest one. The last
 evaluation's metrics are printed; the Task writes them to
 `model_dir/eval_metrics.json` after every evaluation.
+
+The schedule is in epochs (`task.schedule`): once the config files and
+--params_override are applied, the training steps, the validation and
+checkpoint intervals and the learning-rate boundaries are derived from it
+and `task.steps_per_epoch` (see configs/schedule.py).
 """
 
 import json
 import os
+import pprint
 
 from absl import app
 from absl import flags
@@ -18,12 +24,15 @@ from absl import logging
 
 from official.common import distribute_utils
 from official.common import flags as tfm_flags
+from official.core import config_definitions as cfg
+from official.core import exp_factory
 from official.core import task_factory
 from official.core import train_lib
 from official.core import train_utils
 from official.modeling import performance
 from official.vision.utils import summary_manager
 import registry_imports  # pylint: disable=unused-import
+from configs import schedule
 from tasks import unipercepnet as task_lib
 
 FLAGS = flags.FLAGS
@@ -32,8 +41,37 @@ FLAGS = flags.FLAGS
 _SUMMARY = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 
 
+def build_params(flags_obj: flags.FlagValues) -> cfg.ExperimentConfig:
+  """The experiment the flags give, its schedule resolved; validated, locked.
+
+  As Model Garden's train_utils.parse_configuration, with
+  `configs.schedule.resolve` after every override (record counts are kept
+  in --model_dir).
+
+  Args:
+    flags_obj: the parsed flags (--experiment, --config_file,
+      --params_override, --model_dir, ...).
+
+  Returns:
+    The locked ExperimentConfig.
+  """
+  params = train_utils.ExperimentParser(flags_obj).parse()
+  base = exp_factory.get_exp_config(flags_obj.experiment)
+  params = schedule.resolve(params, base=base, cache_dir=flags_obj.model_dir)
+  params.validate()
+  params.lock()
+  trainer = params.trainer
+  logging.info('Schedule: %d epochs of %d steps = %d steps; validation every '
+               '%d, checkpoint every %d steps.', params.task.schedule.epochs,
+               params.task.steps_per_epoch, trainer.train_steps,
+               trainer.validation_interval, trainer.checkpoint_interval)
+  logging.info('Final experiment parameters:\n%s',
+               pprint.pformat(params.as_dict()))
+  return params
+
+
 def main(_):
-  params = train_utils.parse_configuration(FLAGS)
+  params = build_params(FLAGS)
   model_dir = FLAGS.model_dir
   if 'train' in FLAGS.mode:
     # As Model Garden: eval-only jobs do not write params.yaml.

@@ -17,6 +17,7 @@ from official.core import task_factory
 from official.core import train_lib
 from official.modeling import performance
 import registry_imports  # pylint: disable=unused-import
+from configs import schedule
 from data import bdd100k
 from data import bdd100k_labels
 from data import shapes_dataset
@@ -33,12 +34,17 @@ def shapes_dir(tmp_path_factory):
 
 
 def _params(data_dir, train_steps=4, steps_per_epoch=2):
+  """unipercepnet_shapes for the tiny set, train_steps // steps_per_epoch
+  epochs, evaluated at the end, a checkpoint every epoch."""
   params = exp_factory.get_exp_config('unipercepnet_shapes')
   params.override({
       'task': {
           'model': {'input_size': [64, 64, 3]},
           'annotation_file': os.path.join(data_dir, 'val.json'),
           'steps_per_epoch': steps_per_epoch,
+          'schedule': {'epochs': train_steps // steps_per_epoch,
+                       'validation_every_epochs': 0,
+                       'checkpoint_every_epochs': 1},
           'losses': {'assigner_schedule': [
               {'assigner': 'uniform', 'until_epoch': 1},
               {'assigner': 'task_aligned'}]},
@@ -48,13 +54,13 @@ def _params(data_dir, train_steps=4, steps_per_epoch=2):
           'validation_data': {'input_path': os.path.join(data_dir, 'val-*'),
                               'global_batch_size': 2, 'num_examples': 4},
       },
-      'trainer': {'train_steps': train_steps, 'validation_steps': 2,
-                  'validation_interval': train_steps, 'steps_per_loop': 2,
-                  'summary_interval': 2, 'checkpoint_interval': 2,
+      'trainer': {'validation_steps': 2, 'steps_per_loop': 2,
+                  'summary_interval': 2,
                   'optimizer_config': {'warmup': {'linear': {
                       'warmup_steps': 1}}}},
   }, is_strict=True)
-  return params
+  return schedule.resolve(
+      params, base=exp_factory.get_exp_config('unipercepnet_shapes'))
 
 
 # COCO's 12 summary metrics; the Task records them for boxes and, prefixed
@@ -117,8 +123,8 @@ def test_loss_falls_when_fitting_one_batch(shapes_dir):
   params = _params(shapes_dir, train_steps=30)
   params.trainer.optimizer_config.ema = None
   # The cosine schedule spans the 30 steps run here.
-  schedule = params.trainer.optimizer_config.learning_rate
-  schedule.step_cosine_with_offset.boundaries[2] = 30
+  lr_config = params.trainer.optimizer_config.learning_rate
+  assert lr_config.step_cosine_with_offset.boundaries[2] == 30
   # Stage 1 (uniform assignment) throughout: its targets do not move with the
   # predictions, so fitting one batch must drive its loss down.
   params.task.losses.assigner_schedule[0].until_epoch = 100
@@ -243,6 +249,8 @@ task:
     mask_head: {{num_convs: 1, num_filters: 16}}
   annotation_file: {val['json']}
   steps_per_epoch: 2
+  schedule: {{epochs: 2, cosine_start_epoch: 1, validation_every_epochs: 0,
+              checkpoint_every_epochs: 0}}
   losses:
     assigner_schedule: [{{assigner: uniform, until_epoch: 1}},
                         {{assigner: task_aligned}}]
@@ -255,12 +263,9 @@ task:
     input_path: {data}/val-*
     global_batch_size: 2
 trainer:
-  train_steps: 4
   validation_steps: 2
-  validation_interval: 4
   steps_per_loop: 2
   summary_interval: 2
-  checkpoint_interval: 4
   optimizer_config: {{warmup: {{linear: {{warmup_steps: 1}}}}}}
 """)
   model_dir = str(tmp_path / 'run')

@@ -17,6 +17,7 @@ from official.vision.ops import preprocess_ops
 from official_ext.vision.configs import backbones
 from official_ext.vision.configs import decoders
 from configs import losses as losses_cfg
+from configs import schedule as schedule_lib
 
 COCO_INPUT_PATH_BASE = 'coco'
 COCO_TRAIN_EXAMPLES = 118287
@@ -171,8 +172,10 @@ class DataConfig(cfg.DataConfig):
   shuffle_buffer_size: int = 1000
   file_type: str = 'tfrecord'
   drop_remainder: bool = True
-  # Number of examples; needed to build a COCO annotation file from the
-  # validation TFRecords when `task.annotation_file` is not given.
+  # Number of examples (-1: unknown). Training data: with the batch size,
+  # gives task.steps_per_epoch (counted from the records when -1);
+  # validation data: needed to build a COCO annotation file from the
+  # TFRecords when `task.annotation_file` is not given.
   num_examples: int = -1
 
 
@@ -228,28 +231,28 @@ class UniPercepNetTask(cfg.TaskConfig):
   # the ids of `annotation_file`'s categories, sorted; without an annotation
   # file, the identity 1..K.
   category_ids: Optional[List[int]] = None
-  # Training steps per epoch: the epoch-based switches (assigner and data
-  # pipeline stage) are counted in steps of this size.
+  # Training steps per epoch: the schedule and the epoch-based switches
+  # (assigner and data pipeline stage) count epochs of this many steps.
+  # 0: train_data.num_examples // train_data.global_batch_size (see
+  # configs/schedule.py).
   steps_per_epoch: int = 0
+  # The schedule in epochs; configs.schedule.resolve derives the trainer's
+  # and the learning rate's step settings from it.
+  schedule: schedule_lib.Schedule = dataclasses.field(
+      default_factory=schedule_lib.Schedule)
   per_category_metrics: bool = False
   export: Export = dataclasses.field(default_factory=Export)
 
 
-# A step no run reaches (2**31 - 1: optimizer.iterations is an int64 but
-# steps are counted in int32 elsewhere).
-_NEVER_STEP = 2**31 - 1
-
-
-def recipe_optimization(steps_per_epoch: int,
-                        total_epochs: int,
-                        cosine_start_epoch: int,
-                        base_lr: float = 1e-4,
+def recipe_optimization(base_lr: float = 1e-4,
                         final_lr: float = 1e-6,
                         warmup_steps: int = 500
                         ) -> optimization.OptimizationConfig:
-  """AdamW + clipping + EMA, warm-up, then constant, then cosine decay."""
-  cosine_start = cosine_start_epoch * steps_per_epoch
-  total = total_epochs * steps_per_epoch
+  """AdamW + clipping + EMA, warm-up, then constant, then cosine decay.
+
+  The learning-rate boundaries are left to `configs.schedule.resolve`, which
+  derives them from `task.schedule`.
+  """
   return optimization.OptimizationConfig({
       'optimizer': {
           'type': 'adamw',
@@ -268,12 +271,13 @@ def recipe_optimization(steps_per_epoch: int,
       'learning_rate': {
           'type': 'step_cosine_with_offset',
           'step_cosine_with_offset': {
-              # Constant base_lr until cosine_start, a cosine to final_lr at
-              # the last step, then final_lr: Model Garden's schedule gives
-              # NaN from its last boundary on (that level lasts 0 steps), so
-              # the last boundary is put out of reach (a run trained past
-              # `total` keeps final_lr instead of turning its weights to NaN).
-              'boundaries': [0, cosine_start, total, _NEVER_STEP],
+              # Constant base_lr until the cosine start, a cosine to
+              # final_lr at the last step, then final_lr: Model Garden's
+              # schedule gives NaN from its last boundary on (that level
+              # lasts 0 steps), so the last derived boundary is out of reach
+              # (schedule.NEVER_STEP: a run trained past its end keeps
+              # final_lr instead of turning its weights to NaN).
+              'boundaries': None,
               'values': [base_lr, base_lr, final_lr, final_lr],
           }
       },
@@ -292,25 +296,26 @@ def _dataset_experiment(model: UniPercepNet,
                         annotation_file: str,
                         train_examples: int,
                         val_examples: int,
-                        epochs: int = 36,
-                        cosine_start_epoch: int = 20,
                         stage2_epoch: int = 12,
                         train_batch_size: int = 16,
                         eval_batch_size: int = 8,
                         test_scale: Optional[Sequence[int]] = None
                         ) -> cfg.ExperimentConfig:
-  """The paper's recipe on TFRecords `data_dir/train*` and `data_dir/val*`."""
-  steps_per_epoch = train_examples // train_batch_size
-  return cfg.ExperimentConfig(
+  """The paper's recipe on TFRecords `data_dir/train*` and `data_dir/val*`.
+
+  36 epochs, the cosine decay from epoch 20 (task.schedule's defaults); the
+  step settings follow from the schedule (configs.schedule.resolve).
+  """
+  config = cfg.ExperimentConfig(
       runtime=cfg.RuntimeConfig(mixed_precision_dtype='float32'),
       task=UniPercepNetTask(
           annotation_file=annotation_file,
-          steps_per_epoch=steps_per_epoch,
           model=model,
           train_data=DataConfig(
               input_path=os.path.join(data_dir, 'train*'),
               is_training=True,
               global_batch_size=train_batch_size,
+              num_examples=train_examples,
               parser=Parser(stage2_epoch=stage2_epoch)),
           validation_data=DataConfig(
               input_path=os.path.join(data_dir, 'val*'),
@@ -319,15 +324,14 @@ def _dataset_experiment(model: UniPercepNet,
               drop_remainder=False,
               parser=Parser(test_scale=list(test_scale or [])))),
       trainer=cfg.TrainerConfig(
-          train_steps=epochs * steps_per_epoch,
           validation_steps=-(-val_examples // eval_batch_size),
-          validation_interval=steps_per_epoch,
+          validation_interval=0,
           steps_per_loop=500,
           summary_interval=500,
-          checkpoint_interval=steps_per_epoch,
-          optimizer_config=recipe_optimization(
-              steps_per_epoch, epochs, cosine_start_epoch)),
+          checkpoint_interval=0,
+          optimizer_config=recipe_optimization()),
       restrictions=list(RESTRICTIONS))
+  return schedule_lib.resolve(config)
 
 
 def _coco_experiment(model: UniPercepNet) -> cfg.ExperimentConfig:
@@ -401,10 +405,11 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
   RegNetX-200MF with channel attention (BN statistics trained, as there is
   no pre-training), a narrow DilatedEncoder and head, SAM in a narrow mask
   head; 256x256 input (the 128x128 images at scale 2, so the stride-32 map
-  is 8x8); anchors 32..256. AdamW at a from-scratch learning rate.
+  is 8x8); anchors 32..256. AdamW at a from-scratch learning rate: a 100-step
+  warm-up, then a cosine decay over the 16 epochs; evaluation at the end,
+  checkpoints every 2 epochs.
   """
   batch_size = 8
-  steps_per_epoch = SHAPES_TRAIN_EXAMPLES // batch_size
   epochs = 16
   model = UniPercepNet(
       num_classes=3,
@@ -423,17 +428,18 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
                     attention_channels=16, branch_channels=32),
       mask_head=MaskHead(num_convs=2, num_filters=64))
   optimization_config = recipe_optimization(
-      steps_per_epoch, epochs, cosine_start_epoch=0, base_lr=3e-3,
-      final_lr=3e-5, warmup_steps=100)
+      base_lr=3e-3, final_lr=3e-5, warmup_steps=100)
   optimization_config.ema.average_decay = 0.995
   train_parser = Parser(mosaic=False, aug_scale_min=0.75, aug_scale_max=1.25,
                         stage2_epoch=epochs - 2, max_num_instances=16)
-  return cfg.ExperimentConfig(
+  config = cfg.ExperimentConfig(
       runtime=cfg.RuntimeConfig(mixed_precision_dtype='float32'),
       task=UniPercepNetTask(
           model=model,
           annotation_file=os.path.join(SHAPES_DATA_DIR, 'val.json'),
-          steps_per_epoch=steps_per_epoch,
+          schedule=schedule_lib.Schedule(
+              epochs=epochs, cosine_start_epoch=0, validation_every_epochs=0,
+              checkpoint_every_epochs=2),
           losses=losses_cfg.Losses(
               assigner_schedule=losses_cfg.recipe_assigner_schedule(3),
               mask_targets=losses_cfg.MaskTargets(
@@ -443,6 +449,7 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
               input_path=os.path.join(SHAPES_DATA_DIR, 'train-*'),
               is_training=True,
               global_batch_size=batch_size,
+              num_examples=SHAPES_TRAIN_EXAMPLES,
               shuffle_buffer_size=SHAPES_TRAIN_EXAMPLES,
               parser=train_parser),
           validation_data=DataConfig(
@@ -453,12 +460,12 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
               drop_remainder=False,
               parser=Parser(max_num_instances=16))),
       trainer=cfg.TrainerConfig(
-          train_steps=epochs * steps_per_epoch,
           validation_steps=SHAPES_VAL_EXAMPLES // 10,
-          validation_interval=epochs * steps_per_epoch,
+          validation_interval=0,
           steps_per_loop=25,
           summary_interval=25,
-          checkpoint_interval=2 * steps_per_epoch,
+          checkpoint_interval=0,
           max_to_keep=3,
           optimizer_config=optimization_config),
       restrictions=list(RESTRICTIONS))
+  return schedule_lib.resolve(config)

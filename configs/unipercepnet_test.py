@@ -8,6 +8,7 @@ import pytest
 from official.core import exp_factory
 from official.modeling import hyperparams
 from official.modeling.optimization import optimizer_factory
+from configs import schedule
 from configs import unipercepnet as exp_cfg
 import registry_imports  # pylint: disable=unused-import
 
@@ -31,9 +32,16 @@ def test_shapes_experiment_schedule_is_consistent():
 
 
 def test_recipe_schedule_warms_up_holds_decays_and_stays_finite_past_the_end():
-  config = exp_cfg.recipe_optimization(
-      steps_per_epoch=10, total_epochs=5, cosine_start_epoch=2, base_lr=1e-3,
-      final_lr=1e-5, warmup_steps=5)
+  params = exp_factory.get_exp_config('unipercepnet_coco')
+  params.trainer.optimizer_config = exp_cfg.recipe_optimization(
+      base_lr=1e-3, final_lr=1e-5, warmup_steps=5)
+  params.override({'task': {
+      'steps_per_epoch': 10,
+      'schedule': {'epochs': 5, 'cosine_start_epoch': 2},
+      'train_data': {'parser': {'stage2_epoch': 4}}}})
+  config = schedule.resolve(
+      params, base=exp_factory.get_exp_config('unipercepnet_coco')
+  ).trainer.optimizer_config
   lr = optimizer_factory.OptimizerFactory(config).build_learning_rate()
   at = lambda step: float(lr(step))
   np.testing.assert_allclose(at(0), 1e-6, rtol=1e-5)        # Warm-up start.
@@ -55,7 +63,9 @@ def test_custom_dataset_yaml_points_an_experiment_at_new_files():
   assert params.task.category_ids is None  # Not COCO's 80 ids.
   assert params.task.train_data.input_path == 'DATA/train-*'
   assert params.task.validation_data.input_path == 'DATA/val-*'
-  assert params.trainer.train_steps == 36 * params.task.steps_per_epoch
+  # The schedule is in epochs; the step settings follow from it (see
+  # configs/schedule_test.py).
+  assert params.task.schedule.epochs == 36
   schedule = params.task.losses.assigner_schedule
   assert [(s.assigner, s.until_epoch) for s in schedule] == [
       ('uniform', 4), ('task_aligned', None)]

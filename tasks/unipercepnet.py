@@ -12,6 +12,7 @@ from official.core import base_task
 from official.core import task_factory
 from official.vision.evaluation import coco_evaluator
 from official.vision.evaluation import coco_utils
+from configs import schedule as schedule_lib
 from configs import unipercepnet as exp_cfg
 from dataloaders import category_ids as category_ids_lib
 from dataloaders import unipercepnet_input
@@ -110,17 +111,21 @@ class UniPercepNetTask(base_task.Task):
     return stage1.take(remaining).concatenate(stage2)
 
   def _steps_per_epoch(self) -> int:
+    """task.steps_per_epoch; when 0, derived once as configs.schedule does."""
     steps = self.task_config.steps_per_epoch
-    if steps <= 0:
-      raise ValueError('task.steps_per_epoch must be > 0 for training (the '
-                       'epoch-based switches count steps of that size).')
-    return steps
+    if steps > 0:
+      return steps
+    if getattr(self, '_derived_steps_per_epoch', None) is None:
+      self._derived_steps_per_epoch = schedule_lib.steps_per_epoch(
+          self.task_config, cache_dir=self.logging_dir)
+    return self._derived_steps_per_epoch
 
   @property
   def category_ids(self) -> List[int]:
     """Dataset category id of each contiguous class 1..K."""
     if getattr(self, '_category_ids', None) is None:
-      self._category_ids = category_ids_lib.resolve_category_ids(self.task_config)
+      self._category_ids = category_ids_lib.resolve_category_ids(
+          self.task_config)
     return self._category_ids
 
   # ---------------------------------------------------------------- losses
