@@ -14,10 +14,28 @@ class SelectProposalsTest(tf.test.TestCase):
                           [20., 20., 30., 30.],   # score 0.5
                           [40., 40., 50., 50.]]])  # score 0.1: not in top 3
     scores = tf.constant([[[0.1, 0.9], [0.8, 0.2], [0.5, 0.], [0.1, 0.]]])
-    out = mask_targets.select_proposals(boxes, scores, pre_nms_top_k=3,
-                                        iou_threshold=0.7, num_proposals=3)
-    self.assertAllClose(out[0], [[0., 0., 10., 10.], [20., 20., 30., 30.],
-                                 [-1., -1., -1., -1.]])
+    for padded_nms in (False, True):
+      out = mask_targets.select_proposals(boxes, scores, pre_nms_top_k=3,
+                                          iou_threshold=0.7, num_proposals=3,
+                                          padded_nms=padded_nms)
+      self.assertAllClose(out[0], [[0., 0., 10., 10.], [20., 20., 30., 30.],
+                                   [-1., -1., -1., -1.]])
+
+  def test_both_nms_kernels_give_the_same_proposals(self):
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(0, 256, (4, 256, 2))
+    sides = rng.uniform(4, 80, (4, 256, 2))
+    boxes = tf.constant(np.concatenate([centres - sides / 2,
+                                        centres + sides / 2], -1), tf.float32)
+    scores = tf.constant(rng.uniform(0, 1, (4, 256, 3)), tf.float32)
+    combined, padded = [
+        mask_targets.select_proposals(boxes, scores, 200, 0.7, 128,
+                                      padded_nms=padded_nms)
+        for padded_nms in (False, True)]
+    # Overlapping boxes were suppressed, and both kept the same ones.
+    self.assertLess(int(tf.reduce_sum(tf.cast(combined[..., 0] >= 0,
+                                              tf.int32))), 4 * 128)
+    self.assertAllEqual(combined, padded)
 
 
 class MaskTargetSamplerTest(tf.test.TestCase):
