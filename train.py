@@ -76,6 +76,10 @@ def main(_):
   if 'train' in FLAGS.mode:
     # As Model Garden: eval-only jobs do not write params.yaml.
     train_utils.serialize_config(params, model_dir)
+    # (scripts/progress.py reads this line for its ETA.)
+    print(f'Training to step {params.trainer.train_steps}: '
+          f'{params.task.schedule.epochs} epochs of '
+          f'{params.task.steps_per_epoch} steps.', flush=True)
   if params.runtime.mixed_precision_dtype:
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
   strategy = distribute_utils.get_distribution_strategy(

@@ -18,7 +18,7 @@ echo "== 1/4 Built-in dataset -> $DATA_DIR"
 $PY -m data.shapes_dataset --output_dir="$DATA_DIR"
 
 echo "== 2/4 Training unipercepnet_shapes from scratch, then COCO evaluation"
-echo "   (progress every 25 steps; full log in $RUN_DIR/train.log)"
+echo "   (full log in $RUN_DIR/train.log)"
 rm -rf "$RUN_DIR"
 mkdir -p "$RUN_DIR"
 overrides="task.annotation_file=$DATA_DIR/val.json"
@@ -26,8 +26,7 @@ overrides+=",task.train_data.input_path=$DATA_DIR/train-*"
 overrides+=",task.validation_data.input_path=$DATA_DIR/val-*"
 if ! $PY train.py --experiment=unipercepnet_shapes --mode=train_and_eval \
     --model_dir="$RUN_DIR" --params_override="$overrides" \
-    2> "$RUN_DIR/train.log" \
-    | grep --line-buffered -E "^(train|eval) \||^ *\{?'(total_loss|AP|mask_AP)'|^Evaluation|^  (box|mask) |^All metrics"; then
+    2> "$RUN_DIR/train.log" | $PY scripts/progress.py; then
   echo "Training failed; the end of $RUN_DIR/train.log:" >&2
   tail -n 30 "$RUN_DIR/train.log" >&2
   exit 1
@@ -55,7 +54,8 @@ served = json.load(open(os.path.join(run, 'predictions', 'metrics.json')))
 for key, name in (('AP', 'box'), ('mask_AP', 'mask')):
   print(f'   {name} AP: SavedModel {served[key]:.3f}, '
         f'train_and_eval {evaluated[key]:.3f}')
-print(f'   drawn: {os.path.join(run, "predictions", "grid.png")}')
 PY
 
-echo "Done in $(( $(date +%s) - start )) s."
+seconds=$(( $(date +%s) - start ))
+echo "Done in $(( seconds / 60 )) min $(( seconds % 60 )) s. The SavedModel's detections on the val images:"
+echo "   $RUN_DIR/predictions/grid.png"
