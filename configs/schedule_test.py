@@ -5,12 +5,10 @@ import math
 import os
 
 from absl import flags
-from absl.testing import flagsaver
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from official.common import flags as tfm_flags
 from official.core import exp_factory
 from official.core import task_factory
 from official.modeling import hyperparams
@@ -133,17 +131,24 @@ def test_overriding_epochs_and_batch_size_moves_the_learning_rate():
 
 @pytest.fixture
 def parse_train_flags():
-  """Parses train.py's command line into absl's flags (restored after)."""
-  if 'experiment' not in flags.FLAGS:
-    tfm_flags.define_flags()
-  saved = flagsaver.save_flag_values()
+  """Parses a train.py command line into flag values of its own.
 
+  The flags train.py reads (Model Garden's `tfm_flags`), defined in a
+  private FlagValues: absl's global one is shared with other test modules
+  in the same process, which may define some of these flags differently.
+  """
   def parse(*argv):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(['train.py', *argv])
-    return flags.FLAGS
-  yield parse
-  flagsaver.restore_flag_values(saved)
+    values = flags.FlagValues()
+    for name in ('experiment', 'model_dir', 'params_override', 'tpu',
+                 'tf_data_service'):
+      flags.DEFINE_string(name, None, '', flag_values=values)
+    flags.DEFINE_enum('mode', None, ['train', 'eval', 'train_and_eval',
+                                     'continuous_eval'], '',
+                      flag_values=values)
+    flags.DEFINE_multi_string('config_file', None, '', flag_values=values)
+    values(['train.py', *argv])
+    return values
+  return parse
 
 
 def test_train_params_override_of_epochs_and_batch_size(parse_train_flags,

@@ -8,7 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+mark=$start
+took() {  # Prints the time since the previous call.
+  local now; now=$(date +%s)
+  echo "   ($(( now - mark )) s)"
+  mark=$now
+}
+echo "== 0/4 Python environment .venv (created on the first run)"
 bash scripts/setup_venv.sh
+took
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore
 DATA_DIR=${DATA_DIR:-data/shapes}
 RUN_DIR=${RUN_DIR:-runs/shapes_demo}
@@ -16,6 +24,7 @@ PY=.venv/bin/python
 
 echo "== 1/4 Built-in dataset -> $DATA_DIR"
 $PY -m data.shapes_dataset --output_dir="$DATA_DIR"
+took
 
 echo "== 2/4 Training unipercepnet_shapes from scratch, then COCO evaluation"
 echo "   (full log in $RUN_DIR/train.log)"
@@ -32,6 +41,7 @@ if ! $PY train.py --experiment=unipercepnet_shapes --mode=train_and_eval \
   exit 1
 fi
 
+took
 echo "== 3/4 SavedModel export -> $RUN_DIR/export"
 if ! $PY serving/export_saved_model.py --experiment=unipercepnet_shapes \
     --config_file="$RUN_DIR/params.yaml" --checkpoint_path="$RUN_DIR" \
@@ -41,6 +51,7 @@ if ! $PY serving/export_saved_model.py --experiment=unipercepnet_shapes \
   exit 1
 fi
 
+took
 echo "== 4/4 The SavedModel on the val images -> $RUN_DIR/predictions"
 $PY serving/predict.py --saved_model="$RUN_DIR/export" \
     --images="$DATA_DIR/val/images" --annotation_file="$DATA_DIR/val.json" \
@@ -56,6 +67,7 @@ for key, name in (('AP', 'box'), ('mask_AP', 'mask')):
         f'train_and_eval {evaluated[key]:.3f}')
 PY
 
+took
 seconds=$(( $(date +%s) - start ))
 echo "Done in $(( seconds / 60 )) min $(( seconds % 60 )) s. The SavedModel's detections on the val images:"
 echo "   $RUN_DIR/predictions/grid.png"
