@@ -17,10 +17,14 @@ and `task.steps_per_epoch` (see configs/schedule.py).
 import json
 import os
 import pprint
+import re
+import sys
+from typing import Optional
 
 from absl import app
 from absl import flags
 from absl import logging
+import tensorflow as tf
 
 from official.common import distribute_utils
 from official.common import flags as tfm_flags
@@ -33,6 +37,9 @@ from official.modeling import performance
 from official.vision.utils import summary_manager
 import registry_imports  # pylint: disable=unused-import
 from configs import schedule
+from configs import validation
+from dataloaders import record_check
+from tasks import divergence
 from tasks import unipercepnet as task_lib
 
 FLAGS = flags.FLAGS
@@ -42,7 +49,7 @@ _SUMMARY = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 
 
 def build_params(flags_obj: flags.FlagValues) -> cfg.ExperimentConfig:
-  """The experiment the flags give, its schedule resolved; validated, locked.
+  """The experiment the flags give, checked, its schedule resolved; locked.
 
   As Model Garden's train_utils.parse_configuration, with
   `configs.schedule.resolve` after every override (record counts are kept
@@ -56,6 +63,7 @@ def build_params(flags_obj: flags.FlagValues) -> cfg.ExperimentConfig:
     The locked ExperimentConfig.
   """
   params = train_utils.ExperimentParser(flags_obj).parse()
+  validation.check(params)
   base = exp_factory.get_exp_config(flags_obj.experiment)
   params = schedule.resolve(params, base=base, cache_dir=flags_obj.model_dir)
   params.validate()
@@ -89,16 +97,43 @@ def main(_):
       tpu_address=params.runtime.tpu)
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)
-  train_lib.run_experiment(
-      distribution_strategy=strategy,
-      task=task,
-      mode=FLAGS.mode,
-      params=params,
-      model_dir=model_dir,
-      eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(
-          params=params, model_dir=model_dir))
+  try:
+    train_lib.run_experiment(
+        distribution_strategy=strategy,
+        task=task,
+        mode=FLAGS.mode,
+        params=params,
+        model_dir=model_dir,
+        eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(
+            params=params, model_dir=model_dir))
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    explained = explain_failure(e, params)
+    if explained is None:
+      raise
+    logging.error('%s', explained)
+    sys.exit(f'ERROR: {explained}')
   if FLAGS.mode != 'train':
     _report(model_dir)
+
+
+def explain_failure(error: tf.errors.OpError,
+                    params: cfg.ExperimentConfig) -> Optional[str]:
+  """What a training failure means for the user, or None if unknown.
+
+  A damaged TFRecord (TensorFlow names neither the file nor the record):
+  the damaged files of the train and validation data, by name and record.
+  A diverged step: the guard's message (tasks/divergence.py).
+  """
+  if isinstance(error, tf.errors.DataLossError):
+    damaged = record_check.damaged_files(
+        [params.task.train_data.input_path,
+         params.task.validation_data.input_path])
+    if damaged:
+      return record_check.report(damaged)
+    return None
+  found = re.search(divergence.PREFIX + r'.*?before this step\.',
+                    error.message, re.S)
+  return found.group(0) if found else None
 
 
 def _report(model_dir):

@@ -21,6 +21,7 @@ from configs import schedule
 from data import bdd100k
 from data import bdd100k_labels
 from data import shapes_dataset
+import train
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -176,6 +177,58 @@ def test_run_stops_and_resumes_from_its_checkpoint(shapes_dir, tmp_path):
   # The evaluation at the end recorded all 24 COCO metrics and its step.
   # No object in a 64 x 64 image is COCO-large (over 96 x 96 pixels).
   _check_eval_metrics(model_dir, step=4, absent_areas='l')
+
+
+def _train(params, model_dir):
+  """Model Garden's train driver as train.py runs it."""
+  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  with strategy.scope():
+    task = task_factory.get_task(params.task, logging_dir=model_dir)
+  return train_lib.run_experiment(
+      distribution_strategy=strategy, task=task, mode='train', params=params,
+      model_dir=model_dir)
+
+
+def test_a_diverging_run_stops_before_its_bad_checkpoint(shapes_dir,
+                                                         tmp_path):
+  # A learning rate of 50 without warm-up: the loss stays far below Model
+  # Garden's bound (1e6) for steps; the guard stops the run at step 3, after
+  # the checkpoint of step 2 and before any later one.
+  params = _params(shapes_dir, train_steps=10)
+  params.trainer.optimizer_config.learning_rate.step_cosine_with_offset \
+      .values = [50.] * 4
+  model_dir = str(tmp_path / 'run')
+  with pytest.raises(tf.errors.InvalidArgumentError) as e:
+    _train(params, model_dir)
+  message = train.explain_failure(e.value, params)
+  assert message.startswith('Training diverged at step ')
+  step = int(message.split()[4].rstrip(':'))
+  assert 'the learning rate (at 50 this step) is too high' in message
+  latest = tf.train.latest_checkpoint(model_dir)
+  assert latest is not None and int(latest.rsplit('-', 1)[1]) < step
+
+
+def test_a_damaged_shard_is_named(shapes_dir, tmp_path):
+  shard, = tf.io.gfile.glob(os.path.join(shapes_dir, 'train-*'))
+  data = open(shard, 'rb').read()
+  good, bad = str(tmp_path / 'good.tfrecord'), str(tmp_path / 'bad.tfrecord')
+  with open(good, 'wb') as f:
+    f.write(data)
+  # Cut inside the sixth record (of 16).
+  with open(bad, 'wb') as f:
+    f.write(data[:len(data) * 11 // 32])
+  params = _params(shapes_dir, train_steps=2)
+  params.task.train_data.input_path = [good, bad]
+  with pytest.raises(tf.errors.DataLossError) as e:
+    _train(params, str(tmp_path / 'run'))
+  # TensorFlow names no file; train.py finds and names it.
+  assert 'bad.tfrecord' not in e.value.message
+  message = train.explain_failure(e.value, params)
+  assert message.startswith('Damaged TFRecord file(s):\n  ' + bad +
+                            ': record 5 (0-based) is damaged, after 5 good '
+                            'ones: truncated record at'), message
+  assert good not in message
+  assert 'task.train_data.skip_corrupt_records=true' in message
 
 
 def _cpu_runs_bfloat16_convolutions() -> bool:

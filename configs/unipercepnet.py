@@ -177,6 +177,10 @@ class DataConfig(cfg.DataConfig):
   # validation data: needed to build a COCO annotation file from the
   # TFRecords when `task.annotation_file` is not given.
   num_examples: int = -1
+  # Train on without the damaged records of a damaged TFRecord file (each
+  # is read up to its first damaged record; the start-up names them), rather
+  # than stop naming them.
+  skip_corrupt_records: bool = False
 
 
 # Relations between settings that no single setting can check, validated
@@ -212,6 +216,22 @@ class Export(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class DivergenceGuard(hyperparams.Config):
+  """Stops training at the first step whose losses or weights are absurd.
+
+  Checked after every step, before any checkpoint of it is written; 0
+  disables a check. A trained shapes model's BN variances stay under 100
+  and the reference COCO weights' |values| under 5.
+  """
+  # The total loss (losses of a sane run start under ~10).
+  max_loss: float = 1e4
+  # |value| of any weight or BN mean (NaN and inf always stop).
+  max_abs_weight: float = 1e4
+  # Any BatchNorm moving variance.
+  max_bn_variance: float = 1e7
+
+
+@dataclasses.dataclass
 class UniPercepNetTask(cfg.TaskConfig):
   model: UniPercepNet = dataclasses.field(default_factory=UniPercepNet)
   train_data: DataConfig = dataclasses.field(
@@ -242,6 +262,8 @@ class UniPercepNetTask(cfg.TaskConfig):
       default_factory=schedule_lib.Schedule)
   per_category_metrics: bool = False
   export: Export = dataclasses.field(default_factory=Export)
+  divergence_guard: DivergenceGuard = dataclasses.field(
+      default_factory=DivergenceGuard)
 
 
 def recipe_optimization(base_lr: float = 1e-4,

@@ -52,6 +52,11 @@ def build_parser(data_config: unipercepnet_cfg.DataConfig,
       dtype=data_config.dtype)
 
 
+def _records_up_to_damage(path) -> tf.data.Dataset:
+  """A TFRecord file's records up to its first damaged one."""
+  return tf.data.TFRecordDataset(path).ignore_errors(log_warning=True)
+
+
 def build_dataset(data_config: unipercepnet_cfg.DataConfig,
                   output_size: Sequence[int],
                   category_ids: Optional[Sequence[int]] = None,
@@ -106,7 +111,8 @@ def build_dataset(data_config: unipercepnet_cfg.DataConfig,
                                     p.pad_value).sample_fn
   reader = input_reader.InputReader(
       params=data_config,
-      dataset_fn=tf.data.TFRecordDataset,
+      dataset_fn=(_records_up_to_damage if data_config.skip_corrupt_records
+                  else tf.data.TFRecordDataset),
       decoder_fn=decoder_fn,
       sample_fn=sample_fn,
       parser_fn=parser_fn)

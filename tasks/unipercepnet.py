@@ -20,6 +20,7 @@ from losses import unipercepnet_losses
 from modeling import checkpoints
 from modeling import factory
 from modeling import unipercepnet_model
+from tasks import divergence
 
 
 def ground_truth(labels: Mapping[str, tf.Tensor],
@@ -206,10 +207,18 @@ class UniPercepNetTask(base_task.Task):
     elif not tf.io.gfile.exists(annotation_file):
       raise ValueError(f'task.annotation_file {annotation_file!r} does not '
                        'exist.')
-    return coco_evaluator.COCOEvaluator(
+    evaluator = coco_evaluator.COCOEvaluator(
         annotation_file=annotation_file,
         include_mask=config.model.include_mask,
         per_category_metrics=config.per_category_metrics)
+    if not evaluator._coco_gt.dataset.get('annotations'):  # pylint: disable=protected-access
+      message = (f'{annotation_file} has no annotations: the validation '
+                 'split has no ground truth, so COCO reports every AP and AR '
+                 'as -1. Give task.annotation_file with the ground truth of '
+                 'task.validation_data.')
+      logging.warning('%s', message)
+      print(f'WARNING: {message}', flush=True)
+    return evaluator
 
   # ----------------------------------------------------------------- steps
 
@@ -235,6 +244,10 @@ class UniPercepNetTask(base_task.Task):
     if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
       grads = optimizer.get_unscaled_gradients(grads)
     optimizer.apply_gradients(list(zip(grads, variables)))
+    divergence.check_step(
+        optimizer.iterations,
+        {k: v for k, v in losses.items() if k.endswith('loss')},
+        model, optimizer, self.task_config.divergence_guard)
 
     logs = {self.loss: losses['total_loss']}
     for metric in metrics or []:

@@ -287,3 +287,17 @@ def test_coco_evaluation_of_perfect_predictions_gives_ap_1(tmp_path):
                               _PerfectModel(outputs))
   metrics = task.reduce_aggregated_logs(task.aggregate_logs(None, logs))
   assert metrics['AP'] < 0.5
+
+
+def test_evaluation_without_ground_truth_says_why(tmp_path, capsys):
+  path = str(tmp_path / 'val.json')
+  _write_coco(path, [3, 9], [], [{'id': 1, 'height': 40, 'width': 60,
+                                   'file_name': '1.png'}])
+  params = _tiny_params()
+  params.task.model.num_classes = 2
+  params.task.annotation_file = path
+  task = task_factory.get_task(params.task, logging_dir=str(tmp_path))
+  task.build_metrics(training=False)
+  out = capsys.readouterr().out
+  assert (f'WARNING: {path} has no annotations: the validation split has no '
+          'ground truth, so COCO reports every AP and AR as -1.') in out
