@@ -3,9 +3,11 @@
 Each signature takes a batch of images (uint8 tensors, encoded JPEG/PNG
 bytes or serialized tf.Examples with `image/encoded`) and runs, in graph:
 
-  decode (bytes, examples; grayscale and RGBA -> RGB) -> per image, the
-  evaluation preprocessing (`preprocess_ops.preprocess_for_inference`:
-  resize to fit the input size, pad, normalise) -> the model -> boxes back
+  decode (bytes, examples; grayscale and RGBA -> RGB, 16-bit PNGs scaled
+  to 8 bits; bytes of no image format fail naming their batch element, see
+  `decode_image_bytes`) -> per image, the evaluation preprocessing
+  (`preprocess_ops.preprocess_for_inference`: resize to fit the input size,
+  a side never below one pixel, pad, normalise) -> the model -> boxes back
   to original-image pixels, classes to the dataset's category ids ->
   optionally masks pasted at the original image size.
 
@@ -37,6 +39,72 @@ from modeling import factory
 
 # Masks pasted at full size are 1 where the pasted probability reaches this.
 MASK_THRESHOLD = 0.5
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# The leading bytes of the formats `tf.io.decode_image` reads, as it tells
+# them apart: (offset, bytes) pairs that must all match.
+_IMAGE_SIGNATURES = (
+    ((0, b'\xff\xd8\xff'),),  # JPEG.
+    ((0, _PNG_SIGNATURE),),
+    ((0, b'GIF8'),),  # GIF.
+    ((0, b'BM'),),  # BMP.
+    ((0, b'RIFF'), (8, b'WEBP')),  # WebP.
+)
+_IMAGE_FORMATS = 'a JPEG, PNG, GIF, BMP or WebP image'
+# A PNG's bit depth: the byte after the signature, IHDR's length and type,
+# width and height.
+_PNG_BIT_DEPTH_OFFSET = 24
+
+
+def decode_image_bytes(encoded: tf.Tensor, name: tf.Tensor) -> tf.Tensor:
+  """In-graph: one image file's bytes -> uint8 RGB [h, w, 3].
+
+  `tf.io.decode_image(channels=3, expand_animations=False)` (JPEG, PNG,
+  BMP, the first frame of a GIF or WebP; gray and alpha to RGB) except:
+
+    * bytes of none of these formats fail with "assertion failed: [NAME is
+      not a JPEG, PNG, GIF, BMP or WebP image]" (TensorFlow's own error,
+      "Unknown image file format", does not say which image);
+    * 16-bit PNG samples v become round(v * 255 / 65535), as
+      `dataloaders.image_io` reads them (decode_image keeps the high byte,
+      v // 256: 255 becomes 0, not 1).
+
+  Args:
+    encoded: scalar string, the image file's contents.
+    name: scalar string naming the image in the error (e.g. its index in
+      the batch).
+
+  Returns:
+    uint8 [height, width, 3].
+  """
+  # The leading bytes, padded so that every offset below exists.
+  header = tf.strings.join([tf.strings.substr(encoded, 0, 32), b'\0' * 32])
+
+  def starts_with(offset, signature):
+    return tf.equal(tf.strings.substr(header, offset, len(signature)),
+                    signature)
+
+  is_image = tf.reduce_any(tf.stack([
+      tf.reduce_all(tf.stack([starts_with(*part) for part in signature]))
+      for signature in _IMAGE_SIGNATURES]))
+  check = tf.debugging.Assert(
+      is_image, [tf.strings.join([name, f' is not {_IMAGE_FORMATS}'])])
+  with tf.control_dependencies([check]):  # Checked before decoding.
+    encoded = tf.identity(encoded)
+  is_16_bit_png = tf.logical_and(
+      starts_with(0, _PNG_SIGNATURE),
+      starts_with(_PNG_BIT_DEPTH_OFFSET, b'\x10'))
+
+  def decode_16_bit_png():
+    samples = tf.io.decode_png(encoded, channels=3, dtype=tf.uint16)
+    # v * 255 / 65535 = v / 257, never halfway between integers.
+    return tf.cast(tf.round(tf.cast(samples, tf.float32) / 257.), tf.uint8)
+
+  image = tf.cond(
+      is_16_bit_png, decode_16_bit_png,
+      lambda: tf.io.decode_image(encoded, channels=3, dtype=tf.uint8,
+                                 expand_animations=False))
+  image.set_shape([None, None, 3])
+  return image
 
 
 def paste_masks_batch(masks: tf.Tensor, boxes: tf.Tensor,
@@ -129,12 +197,34 @@ class UniPercepNetModule(export_base.ExportModule):
     return model
 
   # ------------------------------------------------------------ inputs.
-  def _decode_image(self, encoded_image_bytes: tf.Tensor) -> tf.Tensor:
-    """JPEG / PNG (/ BMP, first GIF frame) bytes -> uint8 RGB [h, w, 3]."""
-    image = tf.io.decode_image(encoded_image_bytes, channels=3,
-                               expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
+  def _decode_image(self, encoded_image_bytes: tf.Tensor,
+                    name: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """Image file bytes -> uint8 RGB [h, w, 3] (`decode_image_bytes`).
+
+    Args:
+      encoded_image_bytes: scalar string.
+      name: scalar string naming the image in the error on bytes of no
+        image format (default: 'an image').
+    """
+    return decode_image_bytes(encoded_image_bytes,
+                              'an image' if name is None else name)
+
+  def _decode_tf_example(self, tf_example_string_tensor: tf.Tensor,
+                         name: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """A serialized tf.Example's `image/encoded` -> uint8 RGB [h, w, 3].
+
+    Args:
+      tf_example_string_tensor: scalar string.
+      name: scalar string naming the example in the error on bytes of no
+        image format (default: 'a tf.Example').
+    """
+    features = tf.io.parse_single_example(
+        serialized=tf_example_string_tensor,
+        features={'image/encoded': tf.io.FixedLenFeature((), tf.string)})
+    return self._decode_image(
+        features['image/encoded'],
+        tf.strings.join(['image/encoded of ',
+                         'a tf.Example' if name is None else name]))
 
   def _preprocess_one(self, image: tf.Tensor):
     image, image_info, _ = preprocess_ops.preprocess_for_inference(
@@ -152,10 +242,24 @@ class UniPercepNetModule(export_base.ExportModule):
                        fn_output_signature=self._preprocess_specs(),
                        parallel_iterations=32)
 
-  def _preprocess_encoded(self, decode_fn, inputs: tf.Tensor):
-    """Decodes and preprocesses each string (images may differ in size)."""
+  def _preprocess_encoded(self, decode_fn, inputs: tf.Tensor,
+                          input_type: str):
+    """Decodes and preprocesses each string (images may differ in size).
+
+    Args:
+      decode_fn: (string, name) -> uint8 [h, w, 3].
+      inputs: string [B].
+      input_type: the signature's input type; with the batch index, it
+        names a string that is not an image in the error.
+    """
+    def preprocess_one(args):
+      encoded, index = args
+      name = tf.strings.format(input_type + ' element {}', index)
+      return self._preprocess_one(decode_fn(encoded, name))
+
     with tf.device('cpu:0'):
-      return tf.map_fn(lambda x: self._preprocess_one(decode_fn(x)), inputs,
+      indices = tf.range(tf.shape(inputs)[0])
+      return tf.map_fn(preprocess_one, (inputs, indices),
                        fn_output_signature=self._preprocess_specs(),
                        parallel_iterations=32)
 
@@ -194,9 +298,10 @@ class UniPercepNetModule(export_base.ExportModule):
 
   @tf.function
   def inference_from_image_bytes(self, inputs: tf.Tensor):
-    return self.detect(*self._preprocess_encoded(self._decode_image, inputs))
+    return self.detect(*self._preprocess_encoded(self._decode_image, inputs,
+                                                 'image_bytes'))
 
   @tf.function
   def inference_from_tf_example(self, inputs: tf.Tensor):
     return self.detect(*self._preprocess_encoded(self._decode_tf_example,
-                                                 inputs))
+                                                 inputs, 'tf_example'))

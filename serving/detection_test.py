@@ -8,6 +8,8 @@ import pytest
 import tensorflow as tf
 
 from configs import unipercepnet as unipercepnet_cfg
+from dataloaders import image_io
+from dataloaders import image_io_test
 from dataloaders import unipercepnet_parser
 from dataloaders.ops import preprocess_ops
 from serving import conftest
@@ -129,3 +131,86 @@ def test_input_size_must_be_multiples_of_the_stride(small_module):
     detection.UniPercepNetModule(small_module.params, batch_size=None,
                                  input_image_size=[64, 70],
                                  model=small_module.model)
+
+
+def _encode(image, image_format, **kwargs):
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format=image_format, **kwargs)
+  return buffer.getvalue()
+
+
+def _example(encoded):
+  feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))
+  return tf.train.Example(features=tf.train.Features(
+      feature={'image/encoded': feature})).SerializeToString()
+
+
+def test_bytes_of_no_image_format_are_named_by_their_batch_index(
+    small_module):
+  good = _png(conftest.random_image(20, 30))
+  for bad in (b'not an image', b'', b'\x89PN'):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=(
+        r'assertion failed: \[image_bytes element 1 is not a JPEG, PNG, GIF, '
+        r'BMP or WebP image\]')):
+      small_module.inference_from_image_bytes(tf.constant([good, bad, good]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match=(
+      r'\[image/encoded of tf_example element 2 is not a JPEG')):
+    small_module.inference_from_tf_example(tf.constant(
+        [_example(good), _example(good), _example(b'<html>')]))
+
+
+def test_decoding_is_tensorflows_for_8_bit_images():
+  image = conftest.random_image(12, 10)
+  gray = image[..., 0]
+  for name, data in {
+      'jpeg': _encode(image, 'JPEG'), 'png': _png(image),
+      'gray png': _png(gray), 'gif': _encode(gray, 'GIF'),
+      'bmp': _encode(image, 'BMP'),
+      'webp': _encode(image, 'WEBP', lossless=True)}.items():
+    np.testing.assert_array_equal(
+        detection.decode_image_bytes(tf.constant(data), 'x').numpy(),
+        tf.io.decode_image(data, channels=3,
+                           expand_animations=False).numpy(), err_msg=name)
+
+
+def test_16_bit_pngs_decode_scaled_as_image_io_reads_them():
+  values = np.array([image_io_test.VALUES_16], np.uint16)
+  expected = np.array(image_io_test.VALUES_8, np.uint8)
+  # TensorFlow's decode_image keeps the high byte: 255 -> 0, not 1.
+  np.testing.assert_array_equal(
+      tf.io.decode_image(_png(values), channels=3)[0, :, 0],
+      [0, 0, 100, 127, 128, 255])
+  colour = np.stack([values, 65535 - values, values], -1)
+  for data in (_png(values), image_io_test.png_16_bit(colour),
+               image_io_test.png_16_bit(np.stack([values, values], -1))):
+    decoded = detection.decode_image_bytes(tf.constant(data), 'x').numpy()
+    assert decoded.dtype == np.uint8 and decoded.shape == (1, 6, 3)
+    np.testing.assert_array_equal(decoded[0, :, 0], expected)
+    np.testing.assert_array_equal(
+        decoded, image_io.decode_image_bytes(data, 'x'))
+
+
+@pytest.mark.parametrize('height,width', [(1, 4000), (4000, 1)])
+def test_one_pixel_wide_images_are_detected_in(small_module, height, width):
+  image = np.full([height, width, 3], 200, np.uint8)
+  images, info = small_module.preprocess(tf.constant(image[np.newaxis]))
+  # The short side keeps one row (column) of the 64 x 64 input: scale 1.
+  long_scale = 64 / 4000
+  scale = [1, long_scale] if height == 1 else [long_scale, 1]
+  np.testing.assert_allclose(
+      info[0].numpy(), [[height, width], [64, 64], scale, [0, 0]], rtol=1e-6)
+  mean = np.array(unipercepnet_cfg.MEAN_RGB)
+  std = np.array(unipercepnet_cfg.STDDEV_RGB)
+  inputs = images[0].numpy()
+  if width == 1:
+    inputs = np.transpose(inputs, (1, 0, 2))
+  # Row 0 is the image (all 64 columns), the rest padding (114).
+  np.testing.assert_allclose(inputs[0] - (200. - mean) / std, 0., atol=1e-5)
+  np.testing.assert_allclose(inputs[1:] - (114. - mean) / std, 0., atol=1e-5)
+  out = small_module.inference_from_image_bytes(tf.constant([_png(image)]))
+  np.testing.assert_allclose(out['image_info'].numpy(), info.numpy())
+  n = int(out['num_detections'][0])
+  boxes = out['detection_boxes'][0, :n].numpy()
+  assert np.isfinite(boxes).all() and (boxes >= 0).all()
+  assert (boxes[:, [0, 2]] <= height + 1e-3).all()
+  assert (boxes[:, [1, 3]] <= width + 1e-3).all()

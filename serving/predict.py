@@ -43,6 +43,7 @@ from pycocotools import coco
 from pycocotools import cocoeval
 from pycocotools import mask as mask_api
 from official.vision.ops import box_ops
+from dataloaders import image_io
 from serving import detection
 from serving import export_saved_model_lib as export_lib
 from serving import visualize
@@ -82,13 +83,9 @@ def find_images(specs: Sequence[str]) -> Tuple[List[str], List[str]]:
   return paths, errors
 
 
-def read_image(path: str) -> np.ndarray:
-  """uint8 RGB [h, w, 3]; raises ValueError naming the file on failure."""
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert('RGB'))
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(f'cannot read image {path}: {e}') from e
+# uint8 RGB [h, w, 3] of an image file (16-bit images scaled, EXIF
+# orientation applied); raises ValueError naming the file and the reason.
+read_image = image_io.read_image
 
 
 # ------------------------------------------------------------ predictors.
@@ -244,6 +241,10 @@ def evaluate(annotation_file: str, results: List[Dict],
              image_ids: Sequence[int]) -> Dict[str, float]:
   """COCO box (and mask) metrics of `results` on `image_ids`."""
   ground_truth = coco.COCO(annotation_file)
+  if not ground_truth.getAnnIds(imgIds=list(image_ids)):
+    print(f'WARNING: {annotation_file} has no annotations of these '
+          f'{len(image_ids)} images: with no ground truth, COCO reports '
+          'every AP and AR as -1.', file=sys.stderr)
   metrics = {}
   iou_types = ['bbox']
   if results and 'segmentation' in results[0]:

@@ -223,3 +223,21 @@ def test_each_signature_is_fed_as_the_export_recorded(export_dir, tmp_path):
   with pytest.raises(ValueError, match="input type of signature "
                      "'serving_bytes'.*export it again"):
     predict.saved_model_predictor(str(copy), 'serving_bytes')
+
+
+def test_evaluation_without_ground_truth_says_why(shapes_split, tmp_path,
+                                                  capsys):
+  with open(os.path.join(shapes_split, 'val.json')) as f:
+    data = json.load(f)
+  data['annotations'] = []
+  annotation_file = str(tmp_path / 'empty.json')
+  with open(annotation_file, 'w') as f:
+    json.dump(data, f)
+  image_ids = [image['id'] for image in data['images']]
+  result = {'image_id': image_ids[0], 'category_id': 1, 'score': 0.9,
+            'bbox': [1., 2., 10., 10.]}
+  metrics = predict.evaluate(annotation_file, [result], image_ids)
+  assert metrics['AP'] == -1.
+  assert (f'WARNING: {annotation_file} has no annotations of these 6 images: '
+          'with no ground truth, COCO reports every AP and AR as -1.'
+          in capsys.readouterr().err)

@@ -1,6 +1,7 @@
 """Tests for the network input and serving's preprocessing."""
 
 import numpy as np
+import pytest
 
 from configs import unipercepnet as unipercepnet_cfg
 from dataloaders.ops import preprocess_ops
@@ -32,3 +33,30 @@ def test_test_scale_resizes_and_pads_as_the_reference():
   _, info, valid = preprocess_ops.preprocess_for_inference(
       np.transpose(image, (1, 0, 2)), [64, 96], 114., test_scale=[40, 60])
   np.testing.assert_array_equal(valid.numpy(), [60, 30])
+
+
+@pytest.mark.parametrize('test_scale', [None, [40, 60]])
+def test_a_side_fitted_below_one_pixel_keeps_one(test_scale):
+  # 1 x 4000 into 64 x 96 (or the test scale's 40 x 60 box): the height
+  # would be 0.024 (0.015) of a row; it keeps one, at scale 1.
+  width = 96 if test_scale is None else 60
+  info_size = [64, 96] if test_scale is None else [1, 60]
+  image = np.full([1, 4000, 3], 200, np.uint8)
+  out, info, valid = preprocess_ops.preprocess_for_inference(
+      image, [64, 96], 114., test_scale=test_scale)
+  np.testing.assert_array_equal(valid.numpy(), [1, width])
+  np.testing.assert_allclose(
+      info.numpy(), [[1, 4000], info_size, [1, width / 4000], [0, 0]],
+      rtol=1e-6)
+  out = out.numpy()
+  np.testing.assert_allclose(out[0, :width] - (200 - _MEAN) / _STD, 0.,
+                             atol=1e-5)
+  pad_rows = 64 if test_scale is None else 40
+  np.testing.assert_allclose(out[1:pad_rows, :width] - (114 - _MEAN) / _STD,
+                             0., atol=1e-5)
+  # Transposed: one column.
+  out, info, valid = preprocess_ops.preprocess_for_inference(
+      np.transpose(image, (1, 0, 2)), [96, 64], 114., test_scale=test_scale)
+  np.testing.assert_array_equal(valid.numpy(), [width, 1])
+  np.testing.assert_allclose(out.numpy()[:width, 0] - (200 - _MEAN) / _STD,
+                             0., atol=1e-5)

@@ -216,7 +216,7 @@ def resize_crop_transform(image_size: tf.Tensor,
   if test_scale:
     scaled = tf.cast(preprocess_ops_ext.keep_ratio_size(
         image_size, fit_box(image_size, output_size, test_scale)), tf.float32)
-    info_size, resize_method = scaled, 'opencv'
+    resize_method = 'opencv'
   else:
     jitter = not (math.isclose(aug_scale_min, 1.0) and
                   math.isclose(aug_scale_max, 1.0))
@@ -229,6 +229,12 @@ def resize_crop_transform(image_size: tf.Tensor,
     if jitter:
       max_offset = tf.maximum(scaled - desired, 0.)
       offset = tf.cast(max_offset * tf.random.uniform([2], 0, 1), tf.int32)
+  # A side fitting would shrink below one pixel (the short side of a 1 x 4000
+  # image) keeps one: a 0 size fails the resize ("output dimensions must be
+  # positive"), or makes the scale 0 and the boxes infinite.
+  scaled = tf.maximum(scaled, 1.)
+  if test_scale:
+    info_size = scaled
   valid = tf.minimum(scaled - tf.cast(offset, tf.float32), desired)
   flip = (tf.random.uniform([]) < hflip_prob) if hflip_prob > 0 else None
   return GeometricTransform(
