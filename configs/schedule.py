@@ -37,6 +37,7 @@ import tensorflow as tf
 from official.core import config_definitions as cfg
 from official.core import input_reader
 from official.modeling import hyperparams
+from common import atomic_io
 
 # A step no run reaches (2**31 - 1: optimizer.iterations is an int64 but
 # steps are counted in int32 elsewhere).
@@ -98,11 +99,9 @@ def _read_counts(path: Optional[str]) -> Dict[str, Dict[str, int]]:
 
 
 def _write_counts(path: str, counts: Dict[str, Dict[str, int]]) -> None:
+  """Writes the counts; the file appears only complete."""
   tf.io.gfile.makedirs(os.path.dirname(path) or '.')
-  temp = f'{path}.tmp{os.getpid()}'
-  with tf.io.gfile.GFile(temp, 'w') as f:
-    json.dump(counts, f, indent=1, sort_keys=True)
-  tf.io.gfile.rename(temp, path, overwrite=True)
+  atomic_io.write_json(path, counts, indent=1, sort_keys=True)
 
 
 def count_records(input_path: Any, cache_dir: Optional[str] = None) -> int:

@@ -220,6 +220,35 @@ def test_steps_per_epoch_is_counted_from_the_records_once(tmp_path,
   assert read == [str(data / 'train-1')]
 
 
+def test_record_counts_cache_is_never_half_written(tmp_path, monkeypatch):
+  data, run = tmp_path / 'data', tmp_path / 'run'
+  data.mkdir()
+  _write_records(str(data / 'train-0'), 3)
+
+  def half_then_fail(obj, f, **kwargs):
+    del obj, kwargs
+    f.write('{"' + str(data))
+    raise OSError('no space left on device')
+
+  real_dump = json.dump
+  monkeypatch.setattr(json, 'dump', half_then_fail)
+  with pytest.raises(OSError, match='no space left'):
+    schedule.count_records(str(data / 'train-*'), str(run))
+  assert os.listdir(run) == []
+  monkeypatch.setattr(json, 'dump', real_dump)
+  assert schedule.count_records(str(data / 'train-*'), str(run)) == 3
+  cache = run / schedule.RECORD_COUNTS_FILE
+  before = cache.read_text()
+  assert json.loads(before)[str(data / 'train-0')]['records'] == 3
+  # A new file's count fails to be written: the cache stays as it was.
+  _write_records(str(data / 'train-1'), 2)
+  monkeypatch.setattr(json, 'dump', half_then_fail)
+  with pytest.raises(OSError, match='no space left'):
+    schedule.count_records(str(data / 'train-*'), str(run))
+  assert os.listdir(run) == [schedule.RECORD_COUNTS_FILE]
+  assert cache.read_text() == before
+
+
 def test_num_examples_of_the_experiments_files_are_not_used_for_others(
     tmp_path, monkeypatch):
   monkeypatch.setattr(schedule, '_count_file_records', lambda p: 1600)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 from absl import app
 from absl import flags
 
+from common import atomic_io
 from data import bdd100k_labels
 from data import coco_tfrecord
 
@@ -33,7 +34,9 @@ def write_split(coco: Mapping[str, Any], image_dir: str, output_dir: str,
                 num_processes: int = 0) -> Dict[str, Any]:
   """Writes `output_dir/{split}.json` and its TFRecord shards.
 
-  Nothing is written unless every image exists with the JSON's size.
+  Nothing is written unless every image exists with the JSON's size. Each
+  file appears only complete (`common.atomic_io`), the JSON after the
+  shards: a conversion that fails leaves neither.
 
   Args:
     coco: a COCO dict from `bdd100k_labels.scalabel_to_coco` or
@@ -57,11 +60,14 @@ def write_split(coco: Mapping[str, Any], image_dir: str, output_dir: str,
   bdd100k_labels.check_images(coco, image_dir)
   os.makedirs(output_dir, exist_ok=True)
   json_path = os.path.join(output_dir, f'{split}.json')
-  with open(json_path, 'w') as f:
-    json.dump(coco, f)
-  tfrecords = coco_tfrecord.write_tfrecords(
-      coco, image_dir, os.path.join(output_dir, split), num_shards,
-      progress=progress, num_processes=num_processes)
+  # The JSON is written first, so that it cannot fail once the shards are
+  # in place, and renamed into place after them.
+  with atomic_io.atomic_path(json_path) as temporary:
+    with open(temporary, 'w') as f:
+      json.dump(coco, f)
+    tfrecords = coco_tfrecord.write_tfrecords(
+        coco, image_dir, os.path.join(output_dir, split), num_shards,
+        progress=progress, num_processes=num_processes)
   return {'json': json_path, 'tfrecords': tfrecords}
 
 

@@ -23,6 +23,7 @@ annotation's mask as uncompressed RLE, which decodes to the same pixels, so
 the records read back as the JSON describes them.
 """
 
+import contextlib
 import io
 import json
 import multiprocessing
@@ -36,6 +37,7 @@ from absl import flags
 from PIL import Image
 import tensorflow as tf
 
+from common import atomic_io
 from data import coco_checks
 from data import coco_utils
 from official.vision.data import create_coco_tf_record
@@ -90,12 +92,6 @@ def shard_paths(output_prefix: str, num_shards: int) -> List[str]:
           for i in range(num_shards)]
 
 
-def _temporary(path: str) -> str:
-  """A hidden name beside `path`, which no `prefix-*` glob matches."""
-  head, tail = os.path.split(path)
-  return os.path.join(head, f'.{tail}.incomplete')
-
-
 def write_tfrecords(coco: Mapping[str, Any], image_dir: str,
                     output_prefix: str, num_shards: int = 1,
                     progress: Optional[Callable[[int, int], None]] = None,
@@ -139,31 +135,28 @@ def write_tfrecords(coco: Mapping[str, Any], image_dir: str,
           for image in coco['images'])
 
   paths = shard_paths(output_prefix, num_shards)
-  temporary = [_temporary(p) for p in paths]
-  writers = [tf.io.TFRecordWriter(p) for p in temporary]
-  pool = multiprocessing.Pool(num_processes) if num_processes > 0 else None
-  complete = False
-  try:
-    examples = (pool.imap(_serialized_example_star, jobs, chunksize=8)
-                if pool else map(_serialized_example_star, jobs))
-    for idx, example in enumerate(examples):
-      writers[idx % num_shards].write(example)
-      if progress:
-        progress(idx + 1, len(coco['images']))
-    for writer in writers:
-      writer.close()
-    complete = True
-  finally:
-    if pool:
-      pool.terminate()
-    if not complete:
+  # Each shard under a hidden temporary name (which no `prefix-*` glob
+  # matches), all renamed into place when the block ends, all removed if
+  # it raises.
+  with contextlib.ExitStack() as shards:
+    temporary = [shards.enter_context(atomic_io.atomic_path(p))
+                 for p in paths]
+    writers, pool = [], None
+    try:
+      writers.extend(tf.io.TFRecordWriter(p) for p in temporary)
+      if num_processes > 0:
+        pool = multiprocessing.Pool(num_processes)
+      examples = (pool.imap(_serialized_example_star, jobs, chunksize=8)
+                  if pool else map(_serialized_example_star, jobs))
+      for idx, example in enumerate(examples):
+        writers[idx % num_shards].write(example)
+        if progress:
+          progress(idx + 1, len(coco['images']))
+    finally:
+      if pool:
+        pool.terminate()
       for writer in writers:
         writer.close()
-      for path in temporary:
-        if tf.io.gfile.exists(path):
-          tf.io.gfile.remove(path)
-  for path, final in zip(temporary, paths):
-    tf.io.gfile.rename(path, final, overwrite=True)
   return paths
 
 

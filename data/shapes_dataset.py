@@ -38,6 +38,8 @@ Layout written under `output_dir`, per split in ('train', 'val'):
                                      --include_masks` format, built with its
                                      own `create_tf_example` from the JSON and
                                      PNGs (with `image/format` set to 'png').
+A split appears only complete (`generate_split`): an interrupted run leaves
+none of its files.
 """
 
 import json
@@ -52,6 +54,7 @@ from PIL import Image
 from PIL import ImageDraw
 from pycocotools import mask as mask_lib
 
+from common import atomic_io
 from data import coco_tfrecord
 from data import coco_utils
 
@@ -233,11 +236,10 @@ def _annotation(mask: np.ndarray, category_id: int, image_id: int,
   }
 
 
-def generate_split(output_dir: str, split: str, num_images: int,
-                   image_size: int = 128, seed: int = 0,
-                   num_shards: int = 1) -> Dict[str, Any]:
-  """Writes one split; returns its paths, counts and statistics."""
-  image_dir = os.path.join(output_dir, split, 'images')
+def _write_split(root: str, split: str, num_images: int, image_size: int,
+                 seed: int, num_shards: int) -> Dict[str, Any]:
+  """Writes one split's images, JSON and shards under `root`; its stats."""
+  image_dir = os.path.join(root, split, 'images')
   os.makedirs(image_dir, exist_ok=True)
   coco = {
       'info': {'description': 'Synthetic shapes', 'version': '1.0'},
@@ -270,12 +272,31 @@ def generate_split(output_dir: str, split: str, num_images: int,
     stats['annotations'] += len(instances)
     stats['empty_images'] += int(not instances)
 
-  json_path = os.path.join(output_dir, f'{split}.json')
-  with open(json_path, 'w') as f:
+  with open(os.path.join(root, f'{split}.json'), 'w') as f:
     json.dump(coco, f, sort_keys=True)
-  tfrecords = coco_tfrecord.write_tfrecords(
-      coco, image_dir, os.path.join(output_dir, split), num_shards)
-  return {'image_dir': image_dir, 'json': json_path, 'tfrecords': tfrecords,
+  coco_tfrecord.write_tfrecords(coco, image_dir, os.path.join(root, split),
+                                num_shards)
+  return stats
+
+
+def generate_split(output_dir: str, split: str, num_images: int,
+                   image_size: int = 128, seed: int = 0,
+                   num_shards: int = 1) -> Dict[str, Any]:
+  """Writes one split; returns its paths, counts and statistics.
+
+  The split is written into a hidden staging directory and moved into
+  `output_dir` once complete, its JSON last (`atomic_io.atomic_files`): a
+  split that fails leaves `output_dir` as it was, and a split written again
+  replaces `<split>/` whole.
+  """
+  json_name = f'{split}.json'
+  with atomic_io.atomic_files(output_dir, last=[json_name]) as staging:
+    stats = _write_split(staging, split, num_images, image_size, seed,
+                         num_shards)
+  return {'image_dir': os.path.join(output_dir, split, 'images'),
+          'json': os.path.join(output_dir, json_name),
+          'tfrecords': coco_tfrecord.shard_paths(
+              os.path.join(output_dir, split), num_shards),
           'stats': stats}
 
 

@@ -180,3 +180,71 @@ def test_cli(tmp_path):
   assert 'val: 2 images' in lines[0]
   assert (out / 'train.json').exists() and (out / 'val.json').exists()
   assert (out / 'val-00000-of-00001.tfrecord').exists()
+
+
+
+def _files(directory):
+  """{relative path: bytes} of every file under `directory`."""
+  out = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      with open(os.path.join(root, name), 'rb') as f:
+        out[os.path.relpath(os.path.join(root, name), directory)] = f.read()
+  return out
+
+
+def test_a_split_failing_midway_leaves_nothing_and_keeps_the_old_one(
+    tmp_path, monkeypatch):
+  out = str(tmp_path / 'shapes')
+  os.mkdir(out)
+  real_example = shapes_dataset.coco_tfrecord._serialized_example
+  calls = []
+
+  def third_example_fails(*args):
+    calls.append(args[0]['file_name'])
+    if len(calls) == 3:
+      raise RuntimeError('encoding failed')
+    return real_example(*args)
+
+  monkeypatch.setattr(shapes_dataset.coco_tfrecord, '_serialized_example',
+                      third_example_fails)
+  with pytest.raises(RuntimeError, match='encoding failed'):
+    shapes_dataset.generate_split(out, 'val', 4, image_size=32, num_shards=2)
+  assert calls == ['val_000000.png', 'val_000001.png', 'val_000002.png']
+  assert not os.listdir(out)  # Nor images, nor temporaries.
+  monkeypatch.undo()
+
+  # A split written before is unchanged by a failed rewrite, images too.
+  shapes_dataset.generate_split(out, 'val', 4, image_size=32, num_shards=2)
+  before = _files(out)
+  assert sorted(before) == [
+      'val-00000-of-00002.tfrecord', 'val-00001-of-00002.tfrecord',
+      'val.json'] + [f'val/images/val_00000{i}.png' for i in range(4)]
+  calls.clear()
+  monkeypatch.setattr(shapes_dataset.coco_tfrecord, '_serialized_example',
+                      third_example_fails)
+  with pytest.raises(RuntimeError, match='encoding failed'):
+    shapes_dataset.generate_split(out, 'val', 4, image_size=32, seed=1,
+                                  num_shards=2)
+  monkeypatch.undo()
+  assert _files(out) == before
+  assert sorted(os.listdir(out)) == [
+      'val', 'val-00000-of-00002.tfrecord', 'val-00001-of-00002.tfrecord',
+      'val.json']
+
+  # Nor is an image whose writing fails halfway left half-written.
+  real_save = Image.Image.save
+  saved = []
+
+  def save_half_of_the_second(image, path, *args, **kwargs):
+    if len(saved) == 1:
+      with open(path, 'wb') as f:
+        f.write(b'\x89PNG\r\n')
+      raise OSError('disk full')
+    saved.append(path)
+    return real_save(image, path, *args, **kwargs)
+
+  monkeypatch.setattr(Image.Image, 'save', save_half_of_the_second)
+  with pytest.raises(OSError, match='disk full'):
+    shapes_dataset.generate(out, num_train=4, num_val=2, image_size=32)
+  assert _files(out) == before

@@ -14,6 +14,11 @@ uses) and `export_dir/params.yaml` (with the category ids written out, so
 the export does not need the annotation file). Outputs: see
 `serving/detection.py`.
 
+The export is written beside --export_dir under a hidden name and renamed
+to it once complete: a failed export leaves nothing, and an earlier export
+there is replaced only by a complete one. An existing --export_dir must be
+empty or an earlier export (anything else there is refused, not deleted).
+
   imported = tf.saved_model.load('DIR/saved_model')
   outputs = imported.signatures['serving_default'](inputs=uint8_images)
 """

@@ -15,6 +15,8 @@ from official.core import exp_factory
 from official.modeling import hyperparams
 from official.vision.serving import export_saved_model_lib
 import registry_imports  # pylint: disable=unused-import
+from common import atomic_io
+from configs import validation
 from dataloaders import category_ids
 from modeling import checkpoints
 from serving import detection
@@ -53,6 +55,7 @@ def load_params(experiment: Optional[str],
   if params_override:
     params = hyperparams.override_params_dict(params, params_override,
                                               is_strict=True)
+  validation.check(params)
   params.validate()
   return params
 
@@ -109,6 +112,26 @@ def build_module(params: cfg.ExperimentConfig,
   return module
 
 
+def check_export_dir(export_dir: str) -> None:
+  """Raises ValueError unless `export_dir` is new, empty or an export.
+
+  An export replaces `export_dir` whole, so it must not hold anything else.
+  """
+  if not tf.io.gfile.isdir(export_dir):
+    if tf.io.gfile.exists(export_dir):
+      raise ValueError(f'export_dir {export_dir} is a file, not a directory.')
+    return
+  export_files = {SAVED_MODEL_SUBDIR, CHECKPOINT_SUBDIR, 'params.yaml'}
+  others = sorted(name.rstrip('/') for name in tf.io.gfile.listdir(export_dir)
+                  if name.rstrip('/') not in export_files)
+  if others:
+    shown = ', '.join(others[:5]) + (', ...' if len(others) > 5 else '')
+    raise ValueError(
+        f'export_dir {export_dir} holds {shown}, which are not part of an '
+        'export; an export replaces the whole directory. Give a new or empty '
+        'directory, or an earlier export.')
+
+
 def export(params: cfg.ExperimentConfig,
            checkpoint_path: str,
            export_dir: str,
@@ -119,6 +142,11 @@ def export(params: cfg.ExperimentConfig,
            full_size_masks: bool = False,
            input_name: Optional[str] = None) -> detection.UniPercepNetModule:
   """Writes saved_model/, checkpoint/ and params.yaml under `export_dir`.
+
+  The export is written into a hidden sibling directory and renamed to
+  `export_dir` once complete (`atomic_io.atomic_directory`): a failed export
+  leaves nothing, and an earlier export in `export_dir` is replaced only by
+  a complete one. An existing `export_dir` must be empty or an export.
 
   Args:
     params: the experiment the checkpoint was trained with.
@@ -134,7 +162,12 @@ def export(params: cfg.ExperimentConfig,
 
   Returns:
     The export module, holding the exported weights.
+
+  Raises:
+    ValueError: if `export_dir` holds files an export does not (before
+      anything is built), or on the arguments or the checkpoint.
   """
+  check_export_dir(export_dir)
   default = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
   if not function_keys:
     function_keys = {input_type: default}
@@ -153,16 +186,19 @@ def export(params: cfg.ExperimentConfig,
   module.params.task.export.function_keys = format_function_keys(
       function_keys)
   module.params.task.export.full_size_masks = full_size_masks
-  export_saved_model_lib.export_inference_graph(
-      input_type=input_type,
-      batch_size=batch_size,
-      input_image_size=size,
-      params=module.params,
-      checkpoint_path=None,  # Already restored, with the EMA weights.
-      export_dir=export_dir,
-      export_module=module,
-      export_checkpoint_subdir=CHECKPOINT_SUBDIR,
-      export_saved_model_subdir=SAVED_MODEL_SUBDIR,
-      function_keys=dict(function_keys),
-      input_name=input_name)
+  # Model Garden writes everything under its export_dir: saved_model/,
+  # checkpoint/ (relative paths) and params.yaml.
+  with atomic_io.atomic_directory(export_dir) as temporary:
+    export_saved_model_lib.export_inference_graph(
+        input_type=input_type,
+        batch_size=batch_size,
+        input_image_size=size,
+        params=module.params,
+        checkpoint_path=None,  # Already restored, with the EMA weights.
+        export_dir=temporary,
+        export_module=module,
+        export_checkpoint_subdir=CHECKPOINT_SUBDIR,
+        export_saved_model_subdir=SAVED_MODEL_SUBDIR,
+        function_keys=dict(function_keys),
+        input_name=input_name)
   return module

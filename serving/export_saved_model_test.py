@@ -11,6 +11,8 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from official.core import export_base
+from official.core import train_utils
 from serving import conftest
 from serving import export_saved_model_lib
 
@@ -19,6 +21,12 @@ _OUTPUTS = ('num_detections', 'detection_boxes', 'detection_scores',
 
 
 def test_export_dir_holds_saved_model_checkpoint_and_params(export_dir):
+  assert sorted(os.listdir(export_dir)) == ['checkpoint', 'params.yaml',
+                                            'saved_model']
+  # The export was renamed into place; its temporary is gone.
+  name = os.path.basename(export_dir)
+  assert not [n for n in os.listdir(os.path.dirname(export_dir))
+              if n.startswith(f'.{name}.')]
   assert tf.saved_model.contains_saved_model(
       os.path.join(export_dir, 'saved_model'))
   assert tf.train.latest_checkpoint(os.path.join(export_dir, 'checkpoint'))
@@ -140,3 +148,91 @@ def test_fixed_batch_size_and_bad_arguments(small_checkpoint):
   assert export_saved_model_lib.parse_function_keys(
       'image_tensor:a, image_bytes:b') == {'image_tensor': 'a',
                                            'image_bytes': 'b'}
+
+
+def _files(directory):
+  """{relative path: bytes} of every file under `directory`."""
+  out = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      with open(os.path.join(root, name), 'rb') as f:
+        out[os.path.relpath(os.path.join(root, name), directory)] = f.read()
+  return out
+
+
+def _quick_saved_model(export_module, function_keys, export_savedmodel_dir,
+                       **kwargs):
+  """Stands in for Model Garden's SavedModel writing, which takes long."""
+  del export_module, function_keys, kwargs
+  os.makedirs(export_savedmodel_dir)
+  with open(os.path.join(export_savedmodel_dir, 'saved_model.pb'), 'w') as f:
+    f.write('quick')
+  return export_savedmodel_dir
+
+
+def _params_fail_halfway(params, model_dir):
+  """serialize_config, failing after saved_model/ and checkpoint/."""
+  del params
+  assert sorted(os.listdir(model_dir)) == ['checkpoint', 'saved_model']
+  with open(os.path.join(model_dir, 'params.yaml'), 'w') as f:
+    f.write('task:\n  model: {')
+  raise OSError('disk full')
+
+
+def test_export_appears_only_complete(small_checkpoint, tmp_path,
+                                      monkeypatch):
+  params, run_dir, _, _ = small_checkpoint
+  target = str(tmp_path / 'export')
+  # Built once for the four exports, and no SavedModel traced: quick.
+  module = export_saved_model_lib.build_module(params, run_dir)
+  monkeypatch.setattr(export_saved_model_lib, 'build_module',
+                      lambda *args, **kwargs: module)
+  monkeypatch.setattr(export_base, 'export', _quick_saved_model)
+  serialize_config = train_utils.serialize_config
+  monkeypatch.setattr(train_utils, 'serialize_config', _params_fail_halfway)
+  with pytest.raises(OSError, match='disk full'):
+    export_saved_model_lib.export(params, run_dir, target)
+  assert os.listdir(tmp_path) == []
+
+  monkeypatch.setattr(train_utils, 'serialize_config', serialize_config)
+  export_saved_model_lib.export(params, run_dir, target)
+  before = _files(target)
+  assert sorted(before) == [
+      'checkpoint/checkpoint', 'checkpoint/ckpt-1.data-00000-of-00001',
+      'checkpoint/ckpt-1.index', 'params.yaml', 'saved_model/saved_model.pb']
+  assert yaml.safe_load(before['params.yaml'])['task']['export'][
+      'full_size_masks'] is False
+  assert os.listdir(tmp_path) == ['export']
+
+  # A failed export leaves the earlier one as it was.
+  monkeypatch.setattr(train_utils, 'serialize_config', _params_fail_halfway)
+  with pytest.raises(OSError, match='disk full'):
+    export_saved_model_lib.export(params, run_dir, target,
+                                  full_size_masks=True)
+  assert _files(target) == before
+  assert os.listdir(tmp_path) == ['export']
+
+  # A complete one replaces it.
+  monkeypatch.setattr(train_utils, 'serialize_config', serialize_config)
+  export_saved_model_lib.export(params, run_dir, target, full_size_masks=True)
+  after = _files(target)
+  assert sorted(after) == sorted(before)
+  assert yaml.safe_load(after['params.yaml'])['task']['export'][
+      'full_size_masks'] is True
+  assert os.listdir(tmp_path) == ['export']
+
+
+def test_export_refuses_a_directory_that_is_not_an_export(small_checkpoint,
+                                                          tmp_path):
+  params, run_dir, _, _ = small_checkpoint
+  with open(tmp_path / 'notes.txt', 'w') as f:
+    f.write('mine')
+  (tmp_path / 'saved_model').mkdir()
+  with pytest.raises(ValueError, match=(
+      f'export_dir {tmp_path} holds notes.txt, which are not part of an '
+      'export; an export replaces the whole directory')):
+    export_saved_model_lib.export(params, run_dir, str(tmp_path))
+  assert _files(tmp_path) == {'notes.txt': b'mine'}
+  assert sorted(os.listdir(tmp_path)) == ['notes.txt', 'saved_model']
+  with pytest.raises(ValueError, match='notes.txt is a file, not a directory'):
+    export_saved_model_lib.export(params, run_dir, str(tmp_path / 'notes.txt'))

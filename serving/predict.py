@@ -43,6 +43,7 @@ from pycocotools import coco
 from pycocotools import cocoeval
 from pycocotools import mask as mask_api
 from official.vision.ops import box_ops
+from common import atomic_io
 from dataloaders import image_io
 from serving import detection
 from serving import export_saved_model_lib as export_lib
@@ -347,18 +348,17 @@ def run(predictor: Predictor,
       elapsed = time.time() - start
       log(f'[{index}/{len(paths)}] {len(results)} detections, '
           f'{elapsed / index:.3f} s/image')
-  with open(os.path.join(output_dir, 'detections.json'), 'w') as f:
-    json.dump(results, f)
-  with open(os.path.join(output_dir, 'images.json'), 'w') as f:
-    json.dump(images, f, indent=1)
+  atomic_io.write_json(os.path.join(output_dir, 'detections.json'), results)
+  atomic_io.write_json(os.path.join(output_dir, 'images.json'), images,
+                       indent=1)
   if canvases:
     visualize.save_png(os.path.join(output_dir, 'grid.png'),
                        visualize.make_grid(canvases, grid_columns))
   metrics = None
   if evaluated:
     metrics = evaluate(annotation_file, results, evaluated)
-    with open(os.path.join(output_dir, 'metrics.json'), 'w') as f:
-      json.dump(metrics, f, indent=1, sort_keys=True)
+    atomic_io.write_json(os.path.join(output_dir, 'metrics.json'), metrics,
+                         indent=1, sort_keys=True)
   return {'images': len(images), 'errors': errors, 'detections': len(results),
           'metrics': metrics, 'seconds': time.time() - start}
 

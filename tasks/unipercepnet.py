@@ -1,6 +1,5 @@
 """The UniPercepNet-S Model Garden Task."""
 
-import json
 import os
 from typing import Dict, List, Mapping, Optional
 
@@ -12,6 +11,7 @@ from official.core import base_task
 from official.core import task_factory
 from official.vision.evaluation import coco_evaluator
 from official.vision.evaluation import coco_utils
+from common import atomic_io
 from configs import schedule as schedule_lib
 from configs import unipercepnet as exp_cfg
 from dataloaders import category_ids as category_ids_lib
@@ -288,7 +288,6 @@ class UniPercepNetTask(base_task.Task):
       record = {k: float(v) for k, v in metrics.items()}
       if global_step is not None:
         record['global_step'] = int(tf.convert_to_tensor(global_step))
-      path = os.path.join(self.logging_dir, EVAL_METRICS_FILE)
-      with tf.io.gfile.GFile(path, 'w') as f:
-        json.dump(record, f, indent=1, sort_keys=True)
+      atomic_io.write_json(os.path.join(self.logging_dir, EVAL_METRICS_FILE),
+                           record, indent=1, sort_keys=True)
     return metrics

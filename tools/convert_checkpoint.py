@@ -28,6 +28,11 @@ Inputs: .pth / .pt (read without torch and without running pickled code),
 .safetensors, .npz. Every source tensor is used exactly once and every
 target variable filled exactly once, or the tool stops and lists the
 unmatched keys and shape mismatches.
+
+The output appears only when complete: it is written into a hidden staging
+directory and then moved into --output_dir, the files that make it readable
+last; if the conversion fails, --output_dir is left as it was. Other files
+in --output_dir stay.
 """
 
 import dataclasses
@@ -44,6 +49,7 @@ import tf_keras
 from official.core import config_definitions as cfg
 from official.core import task_factory
 from official.core import train_utils
+from common import atomic_io
 from dataloaders import category_ids
 from serving import export_saved_model_lib
 from tools import backbone_namings
@@ -325,9 +331,29 @@ def convert_backbone(params: cfg.ExperimentConfig,
   return backbone
 
 
+# The model's checkpoint: `ckpt-0` (CheckpointManager's name, step 0).
+_MODEL_CHECKPOINT_NAME = 'ckpt'
+_MODEL_CHECKPOINT = f'{_MODEL_CHECKPOINT_NAME}-0'
+# The files that make a conversion readable, moved into --output_dir last,
+# in this order: the checkpoint's index, params.yaml, then the `checkpoint`
+# state file that tf.train.latest_checkpoint reads.
+_MODEL_LAST = (f'{_MODEL_CHECKPOINT}.index', 'params.yaml', 'checkpoint')
+_BACKBONE_CHECKPOINT = 'backbone'
+
+
 def write_model(task, model, params: cfg.ExperimentConfig,
                 output_dir: str) -> str:
-  """A training-run style checkpoint (model, EMA optimizer, step 0)."""
+  """A training-run style checkpoint (model, EMA optimizer, step 0).
+
+  Writes `output_dir/ckpt-0.*`, `checkpoint` and `params.yaml`, which
+  appear only when all are complete (`atomic_io.atomic_files`): written
+  into a hidden staging directory, then moved into `output_dir` (created
+  whole if missing), the `checkpoint` state file last. Other files there
+  stay. If writing fails, `output_dir` is left as it was.
+
+  Returns:
+    The checkpoint's path, `output_dir/ckpt-0`.
+  """
   optimizer = task.create_optimizer(params.trainer.optimizer_config,
                                     params.runtime)
   items = {'model': model}
@@ -341,21 +367,35 @@ def write_model(task, model, params: cfg.ExperimentConfig,
     # pylint: enable=protected-access
     items['optimizer'] = optimizer
   step = tf.Variable(0, dtype=tf.int64, name='global_step')
-  manager = tf.train.CheckpointManager(
-      tf.train.Checkpoint(global_step=step, **items), output_dir,
-      max_to_keep=1)
-  path = manager.save(checkpoint_number=0)
   params = params.replace(task={
       'category_ids': category_ids.resolve_category_ids(params.task)})
-  train_utils.serialize_config(params, output_dir)
-  return path
+  with atomic_io.atomic_files(output_dir, last=_MODEL_LAST) as staging:
+    # The `checkpoint` state file names the checkpoint relative to its
+    # directory, so it stays right once moved.
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(global_step=step, **items), staging,
+        max_to_keep=1, checkpoint_name=_MODEL_CHECKPOINT_NAME)
+    manager.save(checkpoint_number=0)
+    train_utils.serialize_config(params, staging)
+  return os.path.join(output_dir, _MODEL_CHECKPOINT)
 
 
 def write_backbone(backbone: tf_keras.Model, output_dir: str) -> str:
-  """A checkpoint `task.init_checkpoint_modules: backbone` reads."""
-  tf.io.gfile.makedirs(output_dir)
-  return tf.train.Checkpoint(backbone=backbone).write(
-      os.path.join(output_dir, 'backbone'))
+  """A checkpoint `task.init_checkpoint_modules: backbone` reads.
+
+  Writes `output_dir/backbone.*`, which appear only when complete: written
+  into a hidden staging directory, then moved into `output_dir` (created
+  whole if missing), the index last (`atomic_io.atomic_files`). Other files
+  there stay. If writing fails, `output_dir` is left as it was.
+
+  Returns:
+    The checkpoint's path, `output_dir/backbone`.
+  """
+  with atomic_io.atomic_files(
+      output_dir, last=[f'{_BACKBONE_CHECKPOINT}.index']) as staging:
+    tf.train.Checkpoint(backbone=backbone).write(
+        os.path.join(staging, _BACKBONE_CHECKPOINT))
+  return os.path.join(output_dir, _BACKBONE_CHECKPOINT)
 
 
 def define_flags() -> None:

@@ -259,3 +259,110 @@ def test_imagenet_backbone_for_init_checkpoint(tmp_path):
   for a, b in zip(model.backbone.variables, fresh.backbone.variables):
     if b.ref() not in attention:  # Channel attention: not in ImageNet files.
       np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=b.name)
+
+
+def _files(directory):
+  """{relative path: bytes} of every file under `directory`."""
+  out = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      with open(os.path.join(root, name), 'rb') as f:
+        out[os.path.relpath(os.path.join(root, name), directory)] = f.read()
+  return out
+
+
+def _params_fail_halfway(params, model_dir):
+  """serialize_config, failing after the checkpoint was written."""
+  del params
+  assert sorted(os.listdir(model_dir)) == [
+      'checkpoint', 'ckpt-0.data-00000-of-00001', 'ckpt-0.index']
+  with open(os.path.join(model_dir, 'params.yaml'), 'w') as f:
+    f.write('task:\n  model: {')
+  raise OSError('disk full')
+
+
+def test_converted_model_appears_only_complete(tmp_path, monkeypatch):
+  params = _tiny_params()
+  task, model = convert_checkpoint.build_task_and_model(params)
+  out = str(tmp_path / 'converted')
+  serialize_config = convert_checkpoint.train_utils.serialize_config
+  monkeypatch.setattr(convert_checkpoint.train_utils, 'serialize_config',
+                      _params_fail_halfway)
+  with pytest.raises(OSError, match='disk full'):
+    convert_checkpoint.write_model(task, model, params, out)
+  assert os.listdir(tmp_path) == []
+
+  monkeypatch.setattr(convert_checkpoint.train_utils, 'serialize_config',
+                      serialize_config)
+  assert convert_checkpoint.write_model(task, model, params, out) == (
+      os.path.join(out, 'ckpt-0'))
+  assert tf.train.latest_checkpoint(out) == os.path.join(out, 'ckpt-0')
+  with open(os.path.join(out, 'source.pth'), 'w') as f:
+    f.write('the user\'s')
+  before = _files(out)
+  assert sorted(before) == [
+      'checkpoint', 'ckpt-0.data-00000-of-00001', 'ckpt-0.index',
+      'params.yaml', 'source.pth']
+  assert yaml.safe_load(before['params.yaml'])['task']['category_ids'] == [
+      3, 7, 9]
+
+  # A failed conversion into it leaves it as it was; a complete one
+  # replaces the conversion's files, and the others stay.
+  _randomise(model.variables, 3)
+  monkeypatch.setattr(convert_checkpoint.train_utils, 'serialize_config',
+                      _params_fail_halfway)
+  with pytest.raises(OSError, match='disk full'):
+    convert_checkpoint.write_model(task, model, params, out)
+  assert _files(out) == before
+  monkeypatch.setattr(convert_checkpoint.train_utils, 'serialize_config',
+                      serialize_config)
+  convert_checkpoint.write_model(task, model, params, out)
+  after = _files(out)
+  assert sorted(after) == sorted(before)
+  assert after['source.pth'] == before['source.pth']
+  assert after['ckpt-0.data-00000-of-00001'] != (
+      before['ckpt-0.data-00000-of-00001'])
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(out))
+  kernel = model.backbone.get_layer('stem_conv').kernel
+  names = [n for n, _ in tf.train.list_variables(out)
+           if n.startswith('model/') and n.endswith('VARIABLE_VALUE')]
+  assert any(np.array_equal(reader.get_tensor(n), kernel.numpy())
+             for n in names)
+
+
+def test_backbone_checkpoint_appears_only_complete(tmp_path, monkeypatch):
+  _, model = convert_checkpoint.build_task_and_model(_tiny_params())
+  backbone = model.backbone
+  out = tmp_path / 'pretrained'
+  write = tf.train.Checkpoint.write
+
+  def data_then_fail(checkpoint, file_prefix, *args, **kwargs):
+    del checkpoint, args, kwargs
+    with open(f'{file_prefix}.data-00000-of-00001', 'wb') as f:
+      f.write(b'half')
+    raise OSError('disk full')
+
+  monkeypatch.setattr(tf.train.Checkpoint, 'write', data_then_fail)
+  with pytest.raises(OSError, match='disk full'):
+    convert_checkpoint.write_backbone(backbone, str(out))
+  assert os.listdir(tmp_path) == []
+
+  # The source weights often sit in the output directory: they stay.
+  out.mkdir()
+  with open(out / 'regnetx.pth', 'w') as f:
+    f.write('source')
+  with pytest.raises(OSError, match='disk full'):
+    convert_checkpoint.write_backbone(backbone, str(out))
+  assert _files(out) == {'regnetx.pth': b'source'}
+  monkeypatch.setattr(tf.train.Checkpoint, 'write', write)
+  path = convert_checkpoint.write_backbone(backbone, str(out))
+  assert path == str(out / 'backbone')
+  before = _files(out)
+  assert sorted(before) == ['backbone.data-00000-of-00001', 'backbone.index',
+                            'regnetx.pth']
+  # A failed rewrite leaves the earlier backbone checkpoint.
+  monkeypatch.setattr(tf.train.Checkpoint, 'write', data_then_fail)
+  with pytest.raises(OSError, match='disk full'):
+    convert_checkpoint.write_backbone(backbone, str(out))
+  assert _files(out) == before
+  assert tf.train.list_variables(path)
