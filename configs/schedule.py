@@ -31,13 +31,13 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 from official.core import config_definitions as cfg
 from official.core import input_reader
 from official.modeling import hyperparams
 from common import atomic_io
+from dataloaders import record_check
 
 # A step no run reaches (2**31 - 1: optimizer.iterations is an int64 but
 # steps are counted in int32 elsewhere).
@@ -81,9 +81,15 @@ def _set(config: hyperparams.Config, key: str, value: Any) -> None:
 
 
 def _count_file_records(path: str) -> int:
-  """Reads one TFRecord file through, counting its records."""
-  dataset = tf.data.TFRecordDataset(path, buffer_size=1 << 22)
-  return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+  """Reads one TFRecord file through, counting its records.
+
+  Raises:
+    record_check.DamagedFileError: naming the file and its damaged record.
+  """
+  scan = record_check.scan_file(path)
+  if scan.error:
+    raise record_check.DamagedFileError(scan)
+  return scan.records
 
 
 def _read_counts(path: Optional[str]) -> Dict[str, Dict[str, int]]:
@@ -104,7 +110,8 @@ def _write_counts(path: str, counts: Dict[str, Dict[str, int]]) -> None:
   atomic_io.write_json(path, counts, indent=1, sort_keys=True)
 
 
-def count_records(input_path: Any, cache_dir: Optional[str] = None) -> int:
+def count_records(input_path: Any, cache_dir: Optional[str] = None,
+                  skip_damaged: bool = False) -> int:
   """Number of records in the TFRecord files `input_path` names.
 
   Each file is read once: with `cache_dir`, its count is kept in
@@ -115,17 +122,20 @@ def count_records(input_path: Any, cache_dir: Optional[str] = None) -> int:
     input_path: a DataConfig's input_path (patterns, comma-separated or a
       list).
     cache_dir: where the counts are kept; None: counted every time.
+    skip_damaged: count a damaged file's records up to its first damaged
+      one (as `DataConfig.skip_corrupt_records` reads it), with a warning.
 
   Returns:
     The records in all files.
 
   Raises:
-    ValueError: if a pattern matches no file.
+    ValueError: if a pattern matches no file, or (without `skip_damaged`)
+      naming every damaged file and record.
   """
   files = sorted(set(input_reader.match_files(input_path)))
   cache_path = cache_dir and os.path.join(cache_dir, RECORD_COUNTS_FILE)
   counts = _read_counts(cache_path)
-  total, changed = 0, False
+  total, changed, damaged = 0, False, []
   for path in files:
     key = path if '://' in path else os.path.abspath(path)
     stat = tf.io.gfile.stat(path)
@@ -133,11 +143,21 @@ def count_records(input_path: Any, cache_dir: Optional[str] = None) -> int:
     entry = counts.get(key)
     if not entry or {k: entry.get(k) for k in stamp} != stamp:
       logging.info('Counting the records of %s.', path)
-      entry = dict(stamp, records=_count_file_records(path))
+      try:
+        entry = dict(stamp, records=_count_file_records(path))
+      except record_check.DamagedFileError as e:
+        entry = dict(stamp, records=e.scan.records, damaged=e.scan.error)
       counts[key], changed = entry, True
+    if entry.get('damaged'):
+      damaged.append(record_check.FileScan(path, entry['records'],
+                                           entry['damaged']))
     total += entry['records']
   if cache_path and changed:
     _write_counts(cache_path, counts)
+  if damaged and not skip_damaged:
+    raise ValueError(record_check.report(damaged))
+  for scan in damaged:
+    logging.warning('Skipping the damaged records of %s', scan.describe())
   return total
 
 
@@ -177,7 +197,9 @@ def steps_per_epoch(task: cfg.TaskConfig,
            and examples == base.train_data.num_examples)
   if examples <= 0 or stale:
     try:
-      examples = count_records(data.input_path, cache_dir)
+      examples = count_records(data.input_path, cache_dir,
+                               skip_damaged=getattr(data, 'skip_corrupt_records',
+                                                    False))
     except ValueError as e:
       raise ValueError(
           'task.steps_per_epoch is derived from the training examples, and '

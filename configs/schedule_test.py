@@ -249,6 +249,27 @@ def test_record_counts_cache_is_never_half_written(tmp_path, monkeypatch):
   assert cache.read_text() == before
 
 
+def test_a_damaged_file_is_named_when_counting(tmp_path):
+  data, run = tmp_path / 'data', str(tmp_path / 'run')
+  data.mkdir()
+  _write_records(str(data / 'train-0'), 3)
+  _write_records(str(data / 'train-1'), 4)
+  damaged = str(data / 'train-1')
+  with open(damaged, 'rb') as f:
+    content = f.read()
+  with open(damaged, 'wb') as f:  # Cut inside the third record.
+    f.write(content[:len(content) * 5 // 8])
+  for _ in range(2):  # Counted, then from the cache.
+    with pytest.raises(ValueError) as e:
+      schedule.count_records(str(data / 'train-*'), run)
+    assert str(e.value).startswith(
+        f'Damaged TFRecord file(s):\n  {damaged}: record 2 (0-based) is '
+        'damaged, after 2 good ones: truncated record at')
+    assert 'train-0:' not in str(e.value)
+  assert schedule.count_records(str(data / 'train-*'), run,
+                                skip_damaged=True) == 3 + 2
+
+
 def test_num_examples_of_the_experiments_files_are_not_used_for_others(
     tmp_path, monkeypatch):
   monkeypatch.setattr(schedule, '_count_file_records', lambda p: 1600)

@@ -27,6 +27,14 @@ class FileScan:
             f'after {self.records} good ones: {self.error}')
 
 
+class DamagedFileError(ValueError):
+  """A TFRecord file with a damaged record (`scan` says where)."""
+
+  def __init__(self, scan: FileScan):
+    super().__init__(scan.describe())
+    self.scan = scan
+
+
 def input_files(input_path: Any) -> List[str]:
   """The files a DataConfig's input_path (patterns, comma-separated or a
   list) names, sorted."""
