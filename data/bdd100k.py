@@ -123,6 +123,9 @@ def _define_flags() -> None:
       'num_processes', os.cpu_count() or 1,
       'Processes encoding the TFRecord examples (0: this one only).',
       allow_override=True)
+  flags.DEFINE_bool(
+      'strict', False, 'Stop, writing nothing, if any label would be '
+      'skipped (they are listed); by default they are skipped and counted.')
 
 
 _LOG_EVERY = 500
@@ -163,6 +166,9 @@ def main(argv: Sequence[str]) -> None:
       print(f'skipped: {problem}')
     if len(problems) > _MAX_PROBLEMS_PRINTED:
       print(f'skipped: ... and {len(problems) - _MAX_PROBLEMS_PRINTED} more')
+    if problems and args.strict:
+      sys.exit(f'error: --strict: {len(problems)} label(s) would be skipped '
+               '(listed above); nothing was written.')
     result = write_split(coco, image_dir, args.output_dir, split,
                          args.num_shards,
                          progress=_printer(f'{split}: wrote'),

@@ -448,6 +448,24 @@ def test_cli(data, tmp_path):
                  data['images'])
 
 
+def test_cli_strict_stops_before_writing(data, tmp_path):
+  out = tmp_path / 'strict'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'data.bdd100k',
+       f'--image_dir={data["images"]}', f'--bitmask_dir={data["bitmasks"]}',
+       f'--output_dir={out}', '--split=train', '--strict'],
+      cwd=_ROOT, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), check=False)
+  assert proc.returncode == 1
+  src = os.path.join(data['bitmasks'], 'e.png')
+  assert proc.stdout.splitlines()[0] == (
+      f'skipped: {src}: frame e.jpg: label 4: unknown category: id 9')
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'error: --strict: 2 label(s) would be skipped (listed above); nothing '
+      'was written.')
+  assert not out.exists()
+
+
 def test_flag_checks():
   bdd100k.check_flag_values('x.json', None, 1)
   bdd100k.check_flag_values(None, 'bitmasks', 4)
