@@ -14,6 +14,7 @@ from pycocotools import mask as mask_lib
 import pytest
 import tensorflow as tf
 
+from common import testing
 from data import bdd100k
 from data import bdd100k_labels
 from official.vision.dataloaders import tf_example_decoder
@@ -349,14 +350,6 @@ def test_write_split_bitmasks(data, tmp_path):
                  _expected_bitmask(), data['images'])
 
 
-def _file_bytes(directory):
-  out = {}
-  for name in os.listdir(directory):
-    with open(os.path.join(directory, name), 'rb') as f:
-      out[name] = f.read()
-  return out
-
-
 def _fail_after_two(done, total):
   del total
   if done == 2:
@@ -373,14 +366,14 @@ def test_write_split_failing_midway_leaves_neither_json_nor_shards(
   assert os.listdir(out) == []
   # A split written before stays as it was when its rewrite fails.
   bdd100k.write_split(coco, data['images'], str(out), 'val', num_shards=2)
-  before = _file_bytes(out)
+  before = testing.files_under(out)
   assert sorted(before) == ['val-00000-of-00002.tfrecord',
                             'val-00001-of-00002.tfrecord', 'val.json']
   changed = dict(coco, images=coco['images'][::-1])
   with pytest.raises(RuntimeError, match='interrupted at image 2'):
     bdd100k.write_split(changed, data['images'], str(out), 'val',
                         num_shards=2, progress=_fail_after_two)
-  assert _file_bytes(out) == before
+  assert testing.files_under(out) == before
 
 
 def test_missing_images(data, tmp_path):

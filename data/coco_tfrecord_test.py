@@ -14,6 +14,7 @@ from pycocotools import mask as mask_lib
 import pytest
 import tensorflow as tf
 
+from common import testing
 from data import coco_tfrecord
 from data import coco_utils
 from official.vision.dataloaders import tf_example_decoder
@@ -233,21 +234,13 @@ def test_a_failing_image_leaves_no_shard(files):
   assert os.listdir(os.path.dirname(prefix)) == []
 
 
-def _file_bytes(directory):
-  out = {}
-  for name in os.listdir(directory):
-    with open(os.path.join(directory, name), 'rb') as f:
-      out[name] = f.read()
-  return out
-
-
 def test_a_failure_midway_keeps_the_previous_shards(files):
   """An interrupted rewrite leaves the earlier shards, and no temporaries."""
   annotation_file, image_dir, prefix = files
   coco = json.loads(open(annotation_file).read())
   os.makedirs(os.path.dirname(prefix))
   coco_tfrecord.write_tfrecords(coco, image_dir, prefix, num_shards=3)
-  before = _file_bytes(os.path.dirname(prefix))
+  before = testing.files_under(os.path.dirname(prefix))
   assert sorted(before) == [f'train-0000{i}-of-00003.tfrecord'
                             for i in range(3)]
 
@@ -260,12 +253,12 @@ def test_a_failure_midway_keeps_the_previous_shards(files):
   with pytest.raises(KeyboardInterrupt):
     coco_tfrecord.write_tfrecords(coco, image_dir, prefix, num_shards=3,
                                   progress=stop_after_three)
-  assert _file_bytes(os.path.dirname(prefix)) == before
+  assert testing.files_under(os.path.dirname(prefix)) == before
   # Shards of a new prefix, interrupted, are not left either.
   with pytest.raises(KeyboardInterrupt):
     coco_tfrecord.write_tfrecords(coco, image_dir, prefix + '_new',
                                   num_shards=2, progress=stop_after_three)
-  assert _file_bytes(os.path.dirname(prefix)) == before
+  assert testing.files_under(os.path.dirname(prefix)) == before
 
 
 def test_library_callers_validate_too(files, tmp_path):

@@ -13,6 +13,7 @@ from pycocotools import mask as mask_lib
 import pytest
 import tensorflow as tf
 
+from common import testing
 from data import shapes_dataset
 from official.vision.dataloaders import tf_example_decoder
 
@@ -183,16 +184,6 @@ def test_cli(tmp_path):
 
 
 
-def _files(directory):
-  """{relative path: bytes} of every file under `directory`."""
-  out = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      with open(os.path.join(root, name), 'rb') as f:
-        out[os.path.relpath(os.path.join(root, name), directory)] = f.read()
-  return out
-
-
 def test_a_split_failing_midway_leaves_nothing_and_keeps_the_old_one(
     tmp_path, monkeypatch):
   out = str(tmp_path / 'shapes')
@@ -216,7 +207,7 @@ def test_a_split_failing_midway_leaves_nothing_and_keeps_the_old_one(
 
   # A split written before is unchanged by a failed rewrite, images too.
   shapes_dataset.generate_split(out, 'val', 4, image_size=32, num_shards=2)
-  before = _files(out)
+  before = testing.files_under(out)
   assert sorted(before) == [
       'val-00000-of-00002.tfrecord', 'val-00001-of-00002.tfrecord',
       'val.json'] + [f'val/images/val_00000{i}.png' for i in range(4)]
@@ -227,7 +218,7 @@ def test_a_split_failing_midway_leaves_nothing_and_keeps_the_old_one(
     shapes_dataset.generate_split(out, 'val', 4, image_size=32, seed=1,
                                   num_shards=2)
   monkeypatch.undo()
-  assert _files(out) == before
+  assert testing.files_under(out) == before
   assert sorted(os.listdir(out)) == [
       'val', 'val-00000-of-00002.tfrecord', 'val-00001-of-00002.tfrecord',
       'val.json']
@@ -247,4 +238,4 @@ def test_a_split_failing_midway_leaves_nothing_and_keeps_the_old_one(
   monkeypatch.setattr(Image.Image, 'save', save_half_of_the_second)
   with pytest.raises(OSError, match='disk full'):
     shapes_dataset.generate(out, num_train=4, num_val=2, image_size=32)
-  assert _files(out) == before
+  assert testing.files_under(out) == before

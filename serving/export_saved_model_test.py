@@ -13,6 +13,7 @@ import yaml
 
 from official.core import export_base
 from official.core import train_utils
+from common import testing
 from serving import conftest
 from serving import export_saved_model_lib
 
@@ -150,16 +151,6 @@ def test_fixed_batch_size_and_bad_arguments(small_checkpoint):
                                            'image_bytes': 'b'}
 
 
-def _files(directory):
-  """{relative path: bytes} of every file under `directory`."""
-  out = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      with open(os.path.join(root, name), 'rb') as f:
-        out[os.path.relpath(os.path.join(root, name), directory)] = f.read()
-  return out
-
-
 def _quick_saved_model(export_module, function_keys, export_savedmodel_dir,
                        **kwargs):
   """Stands in for Model Garden's SavedModel writing, which takes long."""
@@ -196,7 +187,7 @@ def test_export_appears_only_complete(small_checkpoint, tmp_path,
 
   monkeypatch.setattr(train_utils, 'serialize_config', serialize_config)
   export_saved_model_lib.export(params, run_dir, target)
-  before = _files(target)
+  before = testing.files_under(target)
   assert sorted(before) == [
       'checkpoint/checkpoint', 'checkpoint/ckpt-1.data-00000-of-00001',
       'checkpoint/ckpt-1.index', 'params.yaml', 'saved_model/saved_model.pb']
@@ -209,13 +200,13 @@ def test_export_appears_only_complete(small_checkpoint, tmp_path,
   with pytest.raises(OSError, match='disk full'):
     export_saved_model_lib.export(params, run_dir, target,
                                   full_size_masks=True)
-  assert _files(target) == before
+  assert testing.files_under(target) == before
   assert os.listdir(tmp_path) == ['export']
 
   # A complete one replaces it.
   monkeypatch.setattr(train_utils, 'serialize_config', serialize_config)
   export_saved_model_lib.export(params, run_dir, target, full_size_masks=True)
-  after = _files(target)
+  after = testing.files_under(target)
   assert sorted(after) == sorted(before)
   assert yaml.safe_load(after['params.yaml'])['task']['export'][
       'full_size_masks'] is True
@@ -232,7 +223,7 @@ def test_export_refuses_a_directory_that_is_not_an_export(small_checkpoint,
       f'export_dir {tmp_path} holds notes.txt, which are not part of an '
       'export; an export replaces the whole directory')):
     export_saved_model_lib.export(params, run_dir, str(tmp_path))
-  assert _files(tmp_path) == {'notes.txt': b'mine'}
+  assert testing.files_under(tmp_path) == {'notes.txt': b'mine'}
   assert sorted(os.listdir(tmp_path)) == ['notes.txt', 'saved_model']
   with pytest.raises(ValueError, match='notes.txt is a file, not a directory'):
     export_saved_model_lib.export(params, run_dir, str(tmp_path / 'notes.txt'))

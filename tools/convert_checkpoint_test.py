@@ -11,6 +11,7 @@ import tf_keras
 import yaml
 
 import registry_imports  # pylint: disable=unused-import
+from common import testing
 from official.core import exp_factory
 from official_ext.vision.modeling.backbones import ca_resnet
 from tools import backbone_namings_test
@@ -261,16 +262,6 @@ def test_imagenet_backbone_for_init_checkpoint(tmp_path):
       np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=b.name)
 
 
-def _files(directory):
-  """{relative path: bytes} of every file under `directory`."""
-  out = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      with open(os.path.join(root, name), 'rb') as f:
-        out[os.path.relpath(os.path.join(root, name), directory)] = f.read()
-  return out
-
-
 def _params_fail_halfway(params, model_dir):
   """serialize_config, failing after the checkpoint was written."""
   del params
@@ -299,7 +290,7 @@ def test_converted_model_appears_only_complete(tmp_path, monkeypatch):
   assert tf.train.latest_checkpoint(out) == os.path.join(out, 'ckpt-0')
   with open(os.path.join(out, 'source.pth'), 'w') as f:
     f.write('the user\'s')
-  before = _files(out)
+  before = testing.files_under(out)
   assert sorted(before) == [
       'checkpoint', 'ckpt-0.data-00000-of-00001', 'ckpt-0.index',
       'params.yaml', 'source.pth']
@@ -313,11 +304,11 @@ def test_converted_model_appears_only_complete(tmp_path, monkeypatch):
                       _params_fail_halfway)
   with pytest.raises(OSError, match='disk full'):
     convert_checkpoint.write_model(task, model, params, out)
-  assert _files(out) == before
+  assert testing.files_under(out) == before
   monkeypatch.setattr(convert_checkpoint.train_utils, 'serialize_config',
                       serialize_config)
   convert_checkpoint.write_model(task, model, params, out)
-  after = _files(out)
+  after = testing.files_under(out)
   assert sorted(after) == sorted(before)
   assert after['source.pth'] == before['source.pth']
   assert after['ckpt-0.data-00000-of-00001'] != (
@@ -353,16 +344,16 @@ def test_backbone_checkpoint_appears_only_complete(tmp_path, monkeypatch):
     f.write('source')
   with pytest.raises(OSError, match='disk full'):
     convert_checkpoint.write_backbone(backbone, str(out))
-  assert _files(out) == {'regnetx.pth': b'source'}
+  assert testing.files_under(out) == {'regnetx.pth': b'source'}
   monkeypatch.setattr(tf.train.Checkpoint, 'write', write)
   path = convert_checkpoint.write_backbone(backbone, str(out))
   assert path == str(out / 'backbone')
-  before = _files(out)
+  before = testing.files_under(out)
   assert sorted(before) == ['backbone.data-00000-of-00001', 'backbone.index',
                             'regnetx.pth']
   # A failed rewrite leaves the earlier backbone checkpoint.
   monkeypatch.setattr(tf.train.Checkpoint, 'write', data_then_fail)
   with pytest.raises(OSError, match='disk full'):
     convert_checkpoint.write_backbone(backbone, str(out))
-  assert _files(out) == before
+  assert testing.files_under(out) == before
   assert tf.train.list_variables(path)
