@@ -15,9 +15,10 @@ TOODHead + YOLOF's targets):
   masks: BCE on the gt class's channel, mean over fg RoIs
 
 GIoU is taken in stride units (boxes / stride), as the reference: it only
-matters through GIoU's 1e-6 clamps. Normalisers are averaged over replicas
-(as mmdet's `reduce_mean`) and clamped at 1, so every replica's loss is on
-the same scale; mmdet's extra division by (1 + FLT_EPSILON) is left out.
+matters through GIoU's 1e-6 clamps. Normalisers are summed over replicas
+and clamped at 1 (see `_normaliser`), so that the loss and gradients do not
+depend on how the batch is split; mmdet's extra division by
+(1 + FLT_EPSILON) is left out.
 
 Both stages are registered in `assigner_stages` under those names; the
 schedule (`Losses.assigner_schedule`) says which one trains when. The pieces
@@ -44,15 +45,27 @@ from official_ext.vision.ops import assigners
 SampleFn = Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
 
 
-def _replica_mean(x: tf.Tensor) -> tf.Tensor:
+def _replica_sum(x: tf.Tensor) -> tf.Tensor:
+  """`x` summed over the replicas in sync (itself outside a replica)."""
   context = tf.distribute.get_replica_context()
-  if context is None:  # Cross-replica context: already global.
+  if context is None or context.num_replicas_in_sync == 1:
     return x
-  return context.all_reduce(tf.distribute.ReduceOp.MEAN, x)
+  return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
 
 
 def _normaliser(x: tf.Tensor) -> tf.Tensor:
-  return tf.maximum(_replica_mean(tf.stop_gradient(x)), 1.)
+  """A replica's divisor: max(sum of `x` over replicas, 1) / replicas.
+
+  Each replica's loss is its own sum over this divisor; the Task scales
+  each by 1 / replicas and the gradients are summed, so the step divides
+  the global sum by max(global `x`, 1), however the batch is split.
+  (mmdet's `reduce_mean(x).clamp(min=1)` clamps the mean instead, which
+  differs once the global `x` is under the number of devices.)
+  """
+  context = tf.distribute.get_replica_context()
+  replicas = 1 if context is None else context.num_replicas_in_sync
+  total = _replica_sum(tf.stop_gradient(x))
+  return tf.maximum(total, 1.) / float(replicas)
 
 
 def sampler_from_config(params: losses_cfg.AnchorSampler) -> SampleFn:
@@ -240,12 +253,15 @@ def aligned_loss_sums(scores: tf.Tensor, box_preds: tf.Tensor,
 
 
 def normalise_losses(sums: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-  """Divides both loss sums by max(replica mean of 'norm', 1)."""
+  """Divides both loss sums by `_normaliser` of 'norm'.
+
+  'num_positives' is the global batch's count (summed over replicas).
+  """
   norm = _normaliser(sums['norm'])
   return {
       'cls_loss': sums['cls_sum'] / norm,
       'box_loss': sums['box_sum'] / norm,
-      'num_positives': sums['num_positives'],
+      'num_positives': _replica_sum(sums['num_positives']),
   }
 
 
@@ -276,7 +292,7 @@ def detection_losses_fn(outputs: Mapping[str, tf.Tensor],
 
   Returns:
     'cls_loss', 'box_loss' (normalised, unweighted) and 'num_positives'
-    (sampled, per replica).
+    (sampled, in the global batch).
   """
   scores = tf.cast(outputs['cls_scores'], tf.float32)
   box_preds = tf.cast(outputs['box_preds'], tf.float32)
