@@ -20,6 +20,7 @@ import tensorflow as tf
 import tf_keras
 
 from official.vision.ops import anchor_generator
+from official_ext.vision.modeling.layers import nn_layers
 from official_ext.vision.ops import box_ops as box_ops_ext
 from official_ext.vision.ops import sampling_ops
 
@@ -120,7 +121,7 @@ class TaskDecomposition(tf_keras.layers.Layer):
         c['feat_channels'], 1, use_bias=False,
         kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
         kernel_regularizer=c['kernel_regularizer'], name='reduction_conv')
-    self._norm = tf_keras.layers.BatchNormalization(
+    self._norm = nn_layers.BatchNormalization(
         momentum=c['norm_momentum'], epsilon=c['norm_epsilon'],
         synchronized=c['use_sync_bn'], name='reduction_norm')
     self._attention1.build([None, in_channels])
@@ -211,7 +212,7 @@ class TOODHead(tf_keras.layers.Layer):
     for i in range(c['num_stacked_convs']):
       self._stacked_convs.append(
           self._conv(f, 3, 0.01, use_bias=False, name=f'stacked_conv{i}'))
-      self._stacked_norms.append(tf_keras.layers.BatchNormalization(
+      self._stacked_norms.append(nn_layers.BatchNormalization(
           name=f'stacked_norm{i}', **norm_kwargs))
     decomposition_kwargs = dict(
         num_layers=c['num_stacked_convs'], feat_channels=f,

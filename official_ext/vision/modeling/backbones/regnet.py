@@ -17,6 +17,7 @@ from official.modeling import hyperparams
 from official.modeling import tf_utils
 from official.vision.modeling.backbones import factory
 from official_ext.vision.modeling.layers import nn_blocks
+from official_ext.vision.modeling.layers import nn_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +138,7 @@ class RegNet(tf_keras.Model):
         stem_filters, 3, strides=2, padding='valid', use_bias=False,
         kernel_initializer=tf_utils.clone_initializer(kernel_initializer),
         kernel_regularizer=kernel_regularizer, name='stem_conv')(x)
-    x = tf_keras.layers.BatchNormalization(
+    x = nn_layers.BatchNormalization(
         momentum=norm_momentum, epsilon=norm_epsilon,
         synchronized=use_sync_bn, name='stem_norm')(
             x, training=False if norm_eval else None)

@@ -14,6 +14,7 @@ import tf_keras
 from official.modeling import hyperparams
 from official.modeling import tf_utils
 from official.vision.modeling.decoders import factory
+from official_ext.vision.modeling.layers import nn_layers
 
 
 @tf_keras.utils.register_keras_serializable(package='Vision')
@@ -54,7 +55,7 @@ class DilatedResidualBlock(tf_keras.layers.Layer):
           f, k, padding='same', dilation_rate=d, use_bias=False,
           kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
           kernel_regularizer=c['kernel_regularizer'], name=f'conv{i + 1}'))
-      self._norms.append(tf_keras.layers.BatchNormalization(
+      self._norms.append(nn_layers.BatchNormalization(
           momentum=c['norm_momentum'], epsilon=c['norm_epsilon'],
           synchronized=c['use_sync_bn'], name=f'norm{i + 1}'))
     super().build(input_shape)
@@ -112,12 +113,12 @@ class DilatedEncoder(tf_keras.Model):
         num_filters, 1, kernel_initializer=xavier,
         kernel_regularizer=kernel_regularizer, name='lateral_conv')(
             inputs[level])
-    x = tf_keras.layers.BatchNormalization(name='lateral_norm',
+    x = nn_layers.BatchNormalization(name='lateral_norm',
                                            **norm_kwargs)(x)
     x = tf_keras.layers.Conv2D(
         num_filters, 3, padding='same', kernel_initializer=xavier,
         kernel_regularizer=kernel_regularizer, name='fpn_conv')(x)
-    x = tf_keras.layers.BatchNormalization(name='fpn_norm', **norm_kwargs)(x)
+    x = nn_layers.BatchNormalization(name='fpn_norm', **norm_kwargs)(x)
     for i, rate in enumerate(dilation_rates):
       x = DilatedResidualBlock(
           bottleneck_filters, rate, activation=activation,

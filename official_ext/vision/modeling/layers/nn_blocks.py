@@ -88,7 +88,7 @@ class GroupedBottleneckBlock(tf_keras.layers.Layer):
 
   def _norm(self, name=None):
     c = self._config_dict
-    return tf_keras.layers.BatchNormalization(
+    return nn_layers.BatchNormalization(
         axis=-1,
         momentum=c['norm_momentum'],
         epsilon=c['norm_epsilon'],
