@@ -280,7 +280,11 @@ def recipe_optimization(base_lr: float = 1e-4,
           'type': 'adamw',
           'adamw': {
               'weight_decay_rate': 0.05,
-              'gradient_clip_norm': 1.0,
+              # Clips the gradient summed over replicas (Keras's
+              # global_clipnorm); Model Garden's own gradient_clip_norm
+              # clips each replica's share before the sum.
+              'gradient_clip_norm': 0.0,
+              'global_clipnorm': 1.0,
               'beta_1': 0.9,
               'beta_2': 0.999,
               'epsilon': 1e-8,
@@ -327,7 +331,12 @@ def _dataset_experiment(model: UniPercepNet,
 
   36 epochs, the cosine decay from epoch 20 (task.schedule's defaults); the
   step settings follow from the schedule (configs.schedule.resolve).
+  BatchNorm statistics are synchronised across replicas, so that the
+  layers whose BN trains (neck and head; the backbone's BN is frozen) see
+  the global batch on any number of devices (the reference's plain BN
+  normalises over each GPU's own images; on one device both are the same).
   """
+  model.norm_activation.use_sync_bn = True
   config = cfg.ExperimentConfig(
       runtime=cfg.RuntimeConfig(mixed_precision_dtype='float32'),
       task=UniPercepNetTask(

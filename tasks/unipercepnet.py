@@ -8,7 +8,9 @@ import tensorflow as tf
 import tf_keras
 
 from official.core import base_task
+from official.core import config_definitions as cfg
 from official.core import task_factory
+from official.modeling import optimization
 from official.vision.evaluation import coco_evaluator
 from official.vision.evaluation import coco_utils
 from common import atomic_io
@@ -28,6 +30,33 @@ def ground_truth(labels: Mapping[str, tf.Tensor],
   """The labels the model's training forward takes."""
   keys = ['gt_boxes', 'gt_classes'] + (['gt_masks'] if include_mask else [])
   return {k: labels[k] for k in keys}
+
+
+def clip_after_all_reduce(
+    config: optimization.OptimizationConfig
+) -> optimization.OptimizationConfig:
+  """The config with AdamW's `gradient_clip_norm` as `global_clipnorm`.
+
+  Model Garden's AdamW clips each replica's share of the gradient before
+  the replicas' gradients are summed, so a split batch is clipped
+  differently from a whole one; Keras's `global_clipnorm` clips the summed
+  gradient, as the reference (clip_grad after DDP's all-reduce) does. On one
+  device the two are the same.
+  """
+  if config.optimizer.type != 'adamw':
+    return config
+  adamw = config.optimizer.adamw
+  if not adamw.gradient_clip_norm or adamw.gradient_clip_norm <= 0:
+    return config
+  if adamw.global_clipnorm is not None:
+    raise ValueError(
+        'optimizer.adamw sets both gradient_clip_norm '
+        f'({adamw.gradient_clip_norm}) and global_clipnorm '
+        f'({adamw.global_clipnorm}); set only global_clipnorm.')
+  config = optimization.OptimizationConfig(config.as_dict())
+  config.optimizer.adamw.global_clipnorm = adamw.gradient_clip_norm
+  config.optimizer.adamw.gradient_clip_norm = 0.
+  return config
 
 
 # Written to model_dir after every evaluation.
@@ -71,6 +100,14 @@ class UniPercepNetTask(base_task.Task):
     status = tf.train.Checkpoint(**items).read(path)
     status.expect_partial().assert_existing_objects_matched()
     logging.info('Restored %s from %s.', sorted(items), path)
+
+  @classmethod
+  def create_optimizer(cls, optimizer_config: optimization.OptimizationConfig,
+                       runtime_config: Optional[cfg.RuntimeConfig] = None,
+                       dp_config=None):
+    """Model Garden's optimizer, clipping after the all-reduce."""
+    return super().create_optimizer(clip_after_all_reduce(optimizer_config),
+                                    runtime_config, dp_config)
 
   # ---------------------------------------------------------------- inputs
 

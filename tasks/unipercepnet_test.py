@@ -86,7 +86,11 @@ def test_experiment_recipe():
   opt = params.trainer.optimizer_config
   assert opt.optimizer.type == 'adamw'
   assert opt.optimizer.adamw.weight_decay_rate == 0.05
-  assert opt.optimizer.adamw.gradient_clip_norm == 1.0
+  # Clipped after the replicas' gradients are summed (see
+  # task_lib.clip_after_all_reduce).
+  assert opt.optimizer.adamw.gradient_clip_norm == 0.
+  assert opt.optimizer.adamw.global_clipnorm == 1.0
+  assert params.task.model.norm_activation.use_sync_bn
   steps_per_epoch = 118287 // params.task.train_data.global_batch_size
   assert params.trainer.train_steps == 36 * steps_per_epoch
   # The schedule: warm-up from 1e-7, 1e-4 until epoch 20, cosine to 1e-6.
@@ -101,6 +105,27 @@ def test_experiment_recipe():
   np.testing.assert_allclose(float(lr((cosine_start + total) // 2)),
                              (1e-4 + 1e-6) / 2, rtol=1e-3)
   np.testing.assert_allclose(float(lr(total - 1)), 1e-6, rtol=1e-2)
+
+
+def test_adamw_clips_the_gradient_summed_over_replicas():
+  """Model Garden's gradient_clip_norm becomes Keras's global_clipnorm."""
+  config = exp_factory.get_exp_config(
+      'unipercepnet_coco').trainer.optimizer_config
+  config.optimizer.adamw.global_clipnorm = None
+  config.optimizer.adamw.gradient_clip_norm = 2.5
+  optimizer = task_lib.UniPercepNetTask.create_optimizer(config)
+  inner = optimizer._optimizer  # pylint: disable=protected-access  # EMA's.
+  assert (inner.gradient_clip_norm, inner.global_clipnorm) == (0., 2.5)
+  assert config.optimizer.adamw.gradient_clip_norm == 2.5  # Not changed.
+  # On one device both clip alike: global norm 50 -> 2.5.
+  grads = [tf.constant([30., 0.]), tf.constant([[40.]])]
+  clipped = inner._transform_gradients(  # pylint: disable=protected-access
+      [(g, None) for g in grads])
+  np.testing.assert_allclose([g.numpy().ravel() for g, _ in clipped][0],
+                             [1.5, 0.], rtol=1e-6)
+  config.optimizer.adamw.global_clipnorm = 1.
+  with pytest.raises(ValueError, match='both gradient_clip_norm'):
+    task_lib.clip_after_all_reduce(config)
 
 
 def test_build_model_creates_every_variable():
