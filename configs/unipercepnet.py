@@ -94,6 +94,11 @@ class DetectionGenerator(hyperparams.Config):
   nms_iou_threshold: float = 0.6
   max_num_detections: int = 100
   clip_boxes: bool = False
+  # The class-wise NMS: 'combined' (tf.image.combined_non_max_suppression,
+  # a C++ kernel; Model Garden's nms_version 'batched') or 'static' (static
+  # shapes, for XLA: TPUs and jit_compile, where 'combined' does not
+  # compile). The same detections (see official_ext's detection_generator).
+  nms_version: str = 'combined'
 
 
 @dataclasses.dataclass

@@ -80,6 +80,7 @@ def build_unipercepnet(
       pre_nms_score_threshold=gen.pre_nms_score_threshold,
       nms_iou_threshold=gen.nms_iou_threshold,
       max_num_detections=gen.max_num_detections,
+      nms_version=gen.nms_version,
       name='detection_generator')
 
   mask_head, aligner, sampler, max_mask_rois = None, None, None, None

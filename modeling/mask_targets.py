@@ -1,6 +1,7 @@
 """Training RoIs and 28x28 mask targets for the mask branch.
 
   head boxes + scores -> top-k by best class score -> NMS -> proposals
+      (the C++ NMS kernel, or a static-shape one where XLA compiles it)
   proposals (+ gt boxes) -> Model Garden ROISampler (IoU match, fg/bg sample)
   sampled RoIs -> Model Garden MaskSampler -> foreground RoIs, their classes
       and the gt mask cropped to each RoI at `mask_size`
@@ -11,13 +12,15 @@ sampler (as Model Garden's Mask R-CNN holds its RoI and mask samplers) and
 runs it in its training forward.
 """
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import tensorflow as tf
 import tf_keras
 
 from official.vision.modeling.layers import mask_sampler
 from official.vision.modeling.layers import roi_sampler
+from official_ext.vision.modeling.layers import detection_generator
+from official_ext.vision.ops import xla_utils
 
 
 def select_proposals(boxes: tf.Tensor,
@@ -25,7 +28,7 @@ def select_proposals(boxes: tf.Tensor,
                      pre_nms_top_k: int,
                      iou_threshold: float,
                      num_proposals: int,
-                     padded_nms: bool = False) -> tf.Tensor:
+                     nms_version: Optional[str] = None) -> tf.Tensor:
   """Class-agnostic proposals from dense predictions.
 
   Args:
@@ -34,24 +37,32 @@ def select_proposals(boxes: tf.Tensor,
     pre_nms_top_k: boxes kept by best class score before NMS (capped at N).
     iou_threshold: NMS IoU threshold.
     num_proposals: proposals kept after NMS (capped at the top-k).
-    padded_nms: run `non_max_suppression_padded`, which XLA compiles,
-      instead of `combined_non_max_suppression` (a C++ kernel, 25 times
-      faster on the CPU for the demo's 256 boxes; the same proposals).
+    nms_version: 'combined' (`combined_non_max_suppression`, a C++ kernel
+      that XLA cannot compile; faster on the CPU) or 'static'
+      (`detection_generator.static_nms`, static shapes, which XLA compiles);
+      the same proposals. None: 'static' when traced for XLA
+      (`jit_compile`, TPU), 'combined' otherwise.
 
   Returns:
     `[B, P, 4]` proposals, best first; slots NMS leaves empty are -1 (which
     Model Garden's samplers treat as invalid).
   """
+  if nms_version is None:
+    nms_version = 'static' if xla_utils.in_xla_context() else 'combined'
+  if nms_version not in detection_generator.NMS_VERSIONS:
+    raise ValueError(f'nms_version must be one of '
+                     f'{detection_generator.NMS_VERSIONS}, got '
+                     f'{nms_version!r}.')
   boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
   scores = tf.stop_gradient(tf.reduce_max(tf.cast(scores, tf.float32), -1))
   k = min(pre_nms_top_k, boxes.shape[1])
   top_scores, top_indices = tf.math.top_k(scores, k=k, sorted=True)
   top_boxes = tf.gather(boxes, top_indices, batch_dims=1)
   num_out = min(num_proposals, k)
-  if padded_nms:
-    selected, num_valid = tf.image.non_max_suppression_padded(
+  if nms_version == 'static':
+    selected, num_valid = detection_generator.static_nms(
         top_boxes, top_scores, max_output_size=num_out,
-        iou_threshold=iou_threshold, pad_to_max_output_size=True)
+        iou_threshold=iou_threshold)
     proposals = tf.gather(top_boxes, selected, batch_dims=1)
   else:
     proposals, _, _, num_valid = tf.image.combined_non_max_suppression(
@@ -80,6 +91,7 @@ class MaskTargetSampler(tf_keras.layers.Layer):
                foreground_fraction: float = 0.25,
                mix_gt_boxes: bool = True,
                num_mask_rois: int = 128,
+               nms_version: Optional[str] = None,
                name: str = 'mask_target_sampler',
                **kwargs):
     """Initialises the sampler.
@@ -95,6 +107,9 @@ class MaskTargetSampler(tf_keras.layers.Layer):
       foreground_fraction: largest share of foreground among the sampled RoIs.
       mix_gt_boxes: add the gt boxes to the proposals.
       num_mask_rois: foreground RoIs (at most) that get a mask target.
+      nms_version: the proposals' NMS, see `select_proposals`; None (the
+        default): the static one when compiled by XLA, the C++ one
+        otherwise (the same proposals, so nothing to configure).
       name: layer name.
       **kwargs: other Keras layer arguments.
     """
@@ -110,6 +125,7 @@ class MaskTargetSampler(tf_keras.layers.Layer):
         'mix_gt_boxes': mix_gt_boxes,
         'num_mask_rois': num_mask_rois,
         'mask_size': mask_size,
+        'nms_version': nms_version,
     }
     if num_mask_rois > num_sampled_rois:
       raise ValueError(f'num_mask_rois ({num_mask_rois}) cannot exceed '
@@ -150,7 +166,8 @@ class MaskTargetSampler(tf_keras.layers.Layer):
     gt_classes = tf.where(valid, gt_classes, -tf.ones_like(gt_classes))
     c = self._config_dict
     proposals = select_proposals(boxes, scores, c['pre_nms_top_k'],
-                                 c['nms_iou_threshold'], c['num_proposals'])
+                                 c['nms_iou_threshold'], c['num_proposals'],
+                                 nms_version=c['nms_version'])
     # The sampler draws `num_sampled_rois` from proposals + gts: pad small
     # maps' proposals with invalid (-1) boxes up to that.
     shortfall = c['num_sampled_rois'] - proposals.shape[1]

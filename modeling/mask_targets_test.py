@@ -14,10 +14,10 @@ class SelectProposalsTest(tf.test.TestCase):
                           [20., 20., 30., 30.],   # score 0.5
                           [40., 40., 50., 50.]]])  # score 0.1: not in top 3
     scores = tf.constant([[[0.1, 0.9], [0.8, 0.2], [0.5, 0.], [0.1, 0.]]])
-    for padded_nms in (False, True):
+    for nms_version in ('combined', 'static'):
       out = mask_targets.select_proposals(boxes, scores, pre_nms_top_k=3,
                                           iou_threshold=0.7, num_proposals=3,
-                                          padded_nms=padded_nms)
+                                          nms_version=nms_version)
       self.assertAllClose(out[0], [[0., 0., 10., 10.], [20., 20., 30., 30.],
                                    [-1., -1., -1., -1.]])
 
@@ -25,17 +25,29 @@ class SelectProposalsTest(tf.test.TestCase):
     rng = np.random.default_rng(0)
     centres = rng.uniform(0, 256, (4, 256, 2))
     sides = rng.uniform(4, 80, (4, 256, 2))
-    boxes = tf.constant(np.concatenate([centres - sides / 2,
-                                        centres + sides / 2], -1), tf.float32)
+    boxes = np.concatenate([centres - sides / 2, centres + sides / 2], -1)
+    # Boxes wholly above and left of the image (every coordinate negative)
+    # stay candidates (TF's non_max_suppression_padded drops them).
+    boxes[:, :8] -= 300.
+    boxes = tf.constant(boxes, tf.float32)
     scores = tf.constant(rng.uniform(0, 1, (4, 256, 3)), tf.float32)
-    combined, padded = [
+    combined, static = [
         mask_targets.select_proposals(boxes, scores, 200, 0.7, 128,
-                                      padded_nms=padded_nms)
-        for padded_nms in (False, True)]
+                                      nms_version=nms_version)
+        for nms_version in ('combined', 'static')]
     # Overlapping boxes were suppressed, and both kept the same ones.
     self.assertLess(int(tf.reduce_sum(tf.cast(combined[..., 0] >= 0,
                                               tf.int32))), 4 * 128)
-    self.assertAllEqual(combined, padded)
+    self.assertAllEqual(combined, static)
+    self.assertTrue(bool(tf.reduce_any(combined[..., 2] < 0)))
+    # Compiled by XLA, the default takes the static NMS: the same again.
+    compiled = tf.function(
+        lambda b, s: mask_targets.select_proposals(b, s, 200, 0.7, 128),
+        jit_compile=True)(boxes, scores)
+    self.assertAllEqual(compiled, combined)
+    with self.assertRaisesRegex(ValueError, 'nms_version'):
+      mask_targets.select_proposals(boxes, scores, 200, 0.7, 128,
+                                    nms_version='padded')
 
 
 class MaskTargetSamplerTest(tf.test.TestCase):
@@ -73,6 +85,29 @@ class MaskTargetSamplerTest(tf.test.TestCase):
         # x in 20..24 (the first 4/20 of the RoI = 5.6 columns) is object.
         self.assertAllClose(column_mean[:5], np.ones(5), atol=1e-3)
         self.assertAllClose(column_mean[7:], np.zeros(21), atol=1e-3)
+
+  def test_compiles_with_xla(self):
+    # Deterministic sampling: every candidate fits the sample (64 slots
+    # for 16 proposals and 2 gts), and foreground may fill it.
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(8, 56, (2, 16, 2))
+    boxes = tf.constant(np.concatenate([centres - 10, centres + 10], -1),
+                        tf.float32)
+    scores = tf.constant(rng.uniform(0, 1, (2, 16, 3)), tf.float32)
+    gt_boxes = tf.constant([[[8., 8., 40., 40.], [-1., -1., -1., -1.]],
+                            [[20., 10., 60., 50.], [0., 30., 30., 60.]]])
+    gt_classes = tf.constant([[3, -1], [1, 2]])
+    gt_masks = tf.constant(rng.uniform(0, 1, (2, 2, 112, 112)), tf.float32)
+    sampler = mask_targets.MaskTargetSampler(
+        mask_size=28, pre_nms_top_k=16, num_proposals=16,
+        num_sampled_rois=64, foreground_fraction=1., num_mask_rois=64)
+    args = (boxes, scores, gt_boxes, gt_classes, gt_masks)
+    plain = tf.function(sampler)(*args)
+    compiled = tf.function(sampler, jit_compile=True)(*args)
+    self.assertGreater(float(tf.reduce_sum(plain['mask_weights'])), 2.)
+    for key in plain:
+      self.assertAllClose(compiled[key], plain[key], atol=1e-5, msg=key)
+    self.assertIsNone(sampler.get_config()['nms_version'])
 
   def test_no_gt_gives_no_foreground(self):
     sampler = mask_targets.MaskTargetSampler(

@@ -89,3 +89,39 @@ def test_the_check_runs_inside_a_compiled_step():
 
   with pytest.raises(tf.errors.InvalidArgumentError, match='at step 7'):
     step()
+
+
+def test_under_xla_the_numbers_are_measured_then_checked_outside():
+  # XLA cannot format the message (and drops assertions): the compiled
+  # function measures, the check outside gives the same message.
+  model = _model()
+  variance = model.layers[1].moving_variance
+  variance.assign([1., 2.5e8, 3.])
+  limits = dict(max_abs_weight=1e4, max_bn_variance=1e7)
+
+  @tf.function(jit_compile=True)
+  def measure(step, total):
+    return divergence.measure(step, {'total_loss': total, 'box_loss': total},
+                              model.variables, learning_rate=50., **limits)
+
+  measured = measure(tf.constant(7, tf.int64), tf.constant(2.))
+  assert measured['variable_maxima'].shape == (
+      len([v for v in model.variables if v.dtype.is_floating]),)
+  with pytest.raises(tf.errors.InvalidArgumentError) as e:
+    divergence.check_measured(measured, model.variables, max_loss=1e4,
+                              **limits)
+  with pytest.raises(tf.errors.InvalidArgumentError) as direct:
+    _check(model, losses={'total_loss': 2., 'box_loss': 2.})
+  assert e.value.message == direct.value.message
+  assert f'{variance.name} has |value| 2.5e+08 (limit 1e+07)' in (
+      e.value.message)
+  # A sane step passes; a NaN loss is named.
+  variance.assign([1., 2., 3.])
+  divergence.check_measured(measure(tf.constant(7, tf.int64),
+                                    tf.constant(2.)),
+                            model.variables, max_loss=1e4, **limits)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match='the loss box_loss is nan'):
+    divergence.check_measured(measure(tf.constant(7, tf.int64),
+                                      tf.constant(np.nan)),
+                              model.variables, max_loss=1e4, **limits)

@@ -22,6 +22,7 @@ from losses import unipercepnet_losses
 from modeling import checkpoints
 from modeling import factory
 from modeling import unipercepnet_model
+from official_ext.vision.ops import xla_utils
 from tasks import divergence
 
 
@@ -261,7 +262,14 @@ class UniPercepNetTask(base_task.Task):
 
   def train_step(self, inputs, model, optimizer, metrics=None,
                  assigner: Optional[str] = None):
-    """One step; `assigner` (a registered name) overrides the schedule."""
+    """One step; `assigner` (a registered name) overrides the schedule.
+
+    Compiles with `jit_compile=True` (and on TPUs): the ops without XLA
+    kernels take static-shape equivalents when traced for XLA. The
+    divergence guard then cannot fail the step itself: the logs carry its
+    numbers under `divergence.MEASURED_KEY`, to check outside the compiled
+    function with `divergence.check_measured_step`.
+    """
     images, labels = inputs
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     with tf.GradientTape() as tape:
@@ -281,12 +289,22 @@ class UniPercepNetTask(base_task.Task):
     if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
       grads = optimizer.get_unscaled_gradients(grads)
     optimizer.apply_gradients(list(zip(grads, variables)))
-    divergence.check_step(
-        optimizer.iterations,
-        {k: v for k, v in losses.items() if k.endswith('loss')},
-        model, optimizer, self.task_config.divergence_guard)
-
     logs = {self.loss: losses['total_loss']}
+    guarded = {k: v for k, v in losses.items() if k.endswith('loss')}
+    guard = self.task_config.divergence_guard
+    if xla_utils.in_xla_context():
+      # XLA cannot format the guard's message and drops assertions: the
+      # compiled step returns the guard's numbers, for whoever compiled it
+      # to check outside (divergence.check_measured_step).
+      logging.warning(
+          'Training step traced for XLA: the divergence guard only measures '
+          '(logs[%r]); the caller must check them with '
+          'divergence.check_measured_step.', divergence.MEASURED_KEY)
+      logs[divergence.MEASURED_KEY] = divergence.measure_step(
+          optimizer.iterations, guarded, model, optimizer, guard)
+    else:
+      divergence.check_step(optimizer.iterations, guarded, model, optimizer,
+                            guard)
     for metric in metrics or []:
       metric.update_state(losses[metric.name])
     return logs

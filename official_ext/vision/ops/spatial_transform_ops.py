@@ -20,13 +20,24 @@ Sampling on a grid is separable and bilinear weights factor per axis, so
 the bin averages are `Ay F Ax^T` per RoI and channel, with `Ay` `[S, H]` the
 average of the samples' interpolation rows: two batched matmuls, whose
 gradient is two matmuls as well.
+
+The adaptive grid's largest sample count depends on the boxes, and so does
+the shape of the samples' tensor: XLA cannot compile that. When traced for
+XLA (`jit_compile`, TPU), each bin enumerates a fixed number of samples
+instead, from its first one that can land on the map: samples more than a
+cell outside contribute zero, and a bin with several samples spaces them
+more than half a cell apart, so `2 * size + 4` of them cover every sample
+that counts (the same sums, with fewer zero terms).
 """
 
 import tensorflow as tf
 
+from official_ext.vision.ops import xla_utils
+
 
 def _axis_weights(start: tf.Tensor, length: tf.Tensor, output_size: int,
-                  num_samples: tf.Tensor, max_samples, size) -> tf.Tensor:
+                  num_samples: tf.Tensor, max_samples, size,
+                  from_first_on_map: bool = False) -> tf.Tensor:
   """`[B, R, S, size]`: bin averages of the samples' bilinear weights.
 
   Args:
@@ -34,16 +45,29 @@ def _axis_weights(start: tf.Tensor, length: tf.Tensor, output_size: int,
     length: `[B, R]` RoI length along the axis, in cells.
     output_size: S, bins along the axis.
     num_samples: `[B, R]` int samples per bin along the axis.
-    max_samples: the largest of `num_samples` (int or scalar tensor).
+    max_samples: the samples enumerated per bin (int or scalar tensor): the
+      largest of `num_samples`, or with `from_first_on_map` a static number
+      of at least the samples that land within a cell of the map.
     size: the map's length along the axis (static int).
+    from_first_on_map: enumerate each bin's samples from (about) its first
+      one at or after -1, instead of from its first one.
   """
   bin_size = length / output_size
   n = tf.cast(num_samples, tf.float32)
   bins = tf.range(output_size, dtype=tf.float32)
   samples = tf.range(max_samples, dtype=tf.float32)
+  bin_start = start[..., None, None] + bins[:, None] * bin_size[..., None, None]
+  step = (bin_size / tf.maximum(n, 1.))[..., None, None]
+  if from_first_on_map:
+    # Sample i is at bin_start + (i + 0.5) * step; the first at or after -1
+    # is ceil((-1 - bin_start) / step - 0.5), one fewer against rounding.
+    # (A bin without a positive step has no samples: it starts at 0.)
+    positive = step > 0.
+    first = tf.math.ceil((-1. - bin_start) / tf.where(positive, step, 1.) -
+                         0.5) - 1.
+    samples = tf.where(positive, tf.maximum(first, 0.), 0.) + samples
   # [B, R, S, n]: bin start + (i + 0.5) * bin / n.
-  pos = (start[..., None, None] + bins[:, None] * bin_size[..., None, None] +
-         (samples + 0.5) * (bin_size / tf.maximum(n, 1.))[..., None, None])
+  pos = bin_start + (samples + 0.5) * step
   used = samples < n[..., None, None]
   inside = (pos >= -1.) & (pos <= float(size))
   pos = tf.maximum(pos, 0.)
@@ -75,8 +99,9 @@ def roi_align(features: tf.Tensor,
     output_size: side S of each crop.
     spatial_scale: map cells per image pixel (1 / stride).
     sampling_ratio: samples per bin along each axis; 0: adaptive,
-      `ceil(roi_side / S)` per RoI (the number then depends on the boxes,
-      so shapes inside the op are dynamic; give a fixed ratio for XLA).
+      `ceil(roi_side / S)` per RoI (the number then depends on the boxes;
+      traced for XLA, a static number of them is enumerated, see the
+      module docstring).
     aligned: shift the RoI by half a cell (pixel model of `aligned=True`).
 
   Returns:
@@ -97,6 +122,7 @@ def roi_align(features: tf.Tensor,
   if not aligned:
     roi_h = tf.maximum(roi_h, 1.)
     roi_w = tf.maximum(roi_w, 1.)
+  static = False
   if sampling_ratio > 0:
     ny = nx = tf.fill(tf.shape(roi_h), sampling_ratio)
     max_y = max_x = sampling_ratio
@@ -105,10 +131,16 @@ def roi_align(features: tf.Tensor,
     nx = tf.cast(tf.math.ceil(roi_w / output_size), tf.int32)
     ny = tf.maximum(ny, 0)
     nx = tf.maximum(nx, 0)
-    max_y = tf.maximum(tf.reduce_max(ny), 1)
-    max_x = tf.maximum(tf.reduce_max(nx), 1)
-  ay = _axis_weights(ymin, roi_h, output_size, ny, max_y, height)
-  ax = _axis_weights(xmin, roi_w, output_size, nx, max_x, width)
+    static = xla_utils.in_xla_context()
+    if static:
+      max_y, max_x = 2 * height + 4, 2 * width + 4
+    else:
+      max_y = tf.maximum(tf.reduce_max(ny), 1)
+      max_x = tf.maximum(tf.reduce_max(nx), 1)
+  ay = _axis_weights(ymin, roi_h, output_size, ny, max_y, height,
+                     from_first_on_map=static)
+  ax = _axis_weights(xmin, roi_w, output_size, nx, max_x, width,
+                     from_first_on_map=static)
 
   dtype = features.dtype
   compute = tf.float32 if dtype == tf.bfloat16 else dtype

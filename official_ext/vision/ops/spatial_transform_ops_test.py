@@ -119,3 +119,31 @@ def test_gradient_and_bfloat16():
   assert half.dtype == tf.bfloat16
   np.testing.assert_allclose(tf.cast(half, tf.float32).numpy(), crops.numpy(),
                              atol=0.05)
+
+
+@pytest.mark.parametrize('aligned,size', [(True, 4), (False, 3)])
+def test_adaptive_grid_compiles_with_xla(aligned, size):
+  # The adaptive grid's sample count depends on the boxes; compiled, a
+  # static number of samples from the first one on the map gives the same
+  # crops, here for boxes inside, across and far outside the map, and with
+  # up to 64 samples per bin along an axis.
+  rng = np.random.default_rng(size)
+  height, width, stride = 5, 7, 8
+  features = rng.standard_normal([2, height, width, 3]).astype(np.float32)
+  boxes = np.concatenate([
+      _boxes(rng, 2, 7, height * stride, width * stride),
+      np.array([[[-2e3, -50., -1e3, 70.], [-1e3, -1e3, 2e3, 2e3],
+                 [30., 30., 30., 30.], [20., 50., 10., 40.]]] * 2,
+               np.float32)], axis=1)
+
+  def crop(f, b):
+    return spatial_transform_ops.roi_align(
+        f, b, output_size=size, spatial_scale=1. / stride, aligned=aligned)
+
+  compiled = tf.function(crop, jit_compile=True)(features, boxes)
+  np.testing.assert_allclose(compiled.numpy(), crop(features, boxes).numpy(),
+                             rtol=1e-5, atol=1e-6)
+  expected = _reference(features.astype(np.float64), boxes, size,
+                        1. / stride, 0, aligned)
+  np.testing.assert_allclose(compiled.numpy(), expected, rtol=1e-5,
+                             atol=1e-5)
