@@ -39,46 +39,14 @@ updates differ by about 3e-3 of their size, which no change of kernels on
 one device produces (2e-5): not explained yet.
 """
 
+import argparse
 import json
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
 import zlib
 
-from absl import app
-from absl import flags
 import numpy as np
-
-_EXPERIMENT = flags.DEFINE_string('experiment', 'unipercepnet_shapes',
-                                  'Registered experiment.')
-_PARAMS_OVERRIDE = flags.DEFINE_string(
-    'params_override', '', 'YAML/JSON overrides applied after DETERMINISTIC.')
-_STRATEGIES = flags.DEFINE_list(
-    'strategy', ['one_device'],
-    'Strategies to run, in order: one_device (/cpu:0), mirrored '
-    '(--num_cpu_devices logical CPU devices), multi_worker_mirrored (the '
-    'cluster of TF_CONFIG; alone).')
-_NUM_CPU_DEVICES = flags.DEFINE_integer(
-    'num_cpu_devices', 2, 'Logical CPU devices for --strategy=mirrored.')
-_GLOBAL_BATCH = flags.DEFINE_integer('global_batch_size', 4,
-                                     'Images in the step, over all replicas.')
-_IMAGE_SIZE = flags.DEFINE_integer(
-    'input_side', 128, 'Side of the rendered images and of the model input.')
-_RESULTS_DIR = flags.DEFINE_string(
-    'results_dir', None, 'Writes <strategy>.npz (multi_worker_mirrored: '
-    'multi_worker_mirrored_<task index>.npz) here.')
-_COMPARE = flags.DEFINE_multi_string(
-    'compare', None, 'Compare the .npz files given (this flag and the '
-    'positional arguments) with the first; exit 1 when one differs.')
-_RTOL = flags.DEFINE_float(
-    'rtol', 1e-5, 'Largest difference of a loss, metric or weight, relative '
-    'to its largest magnitude.')
-_UPDATE_RTOL = flags.DEFINE_float(
-    'update_rtol', 1e-3, 'Largest difference of a weight\'s update in a '
-    'step, relative to the update\'s largest magnitude.')
-_EXPERIMENT_OPTIMIZER = flags.DEFINE_bool(
-    'experiment_optimizer', False, 'Train with the experiment\'s optimizer '
-    'instead of SGD.')
 
 # What makes the steps deterministic (see the module docstring). The mask
 # branch keeps every proposal: 128 after NMS plus 16 gt boxes fit in 256.
@@ -365,34 +333,78 @@ def _output_name(strategy: str) -> str:
   return f'{strategy}_{task.get("index", 0)}.npz'
 
 
-def main(argv):
-  paths = list(_COMPARE.value or []) + list(argv[1:])
-  if paths:
-    problems = compare(paths, _RTOL.value, _UPDATE_RTOL.value)
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  """The command line (argparse: absl flags would clash with the modules'
+  own when tests import this one beside them)."""
+  p = argparse.ArgumentParser(
+      description=__doc__.split('\n\n', 1)[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--experiment', default='unipercepnet_shapes',
+                 help='Registered experiment.')
+  p.add_argument('--params_override', default='',
+                 help='YAML/JSON overrides applied after DETERMINISTIC.')
+  p.add_argument('--strategy', default=['one_device'],
+                 type=lambda s: [x for x in s.split(',') if x],
+                 help='Comma-separated strategies to run, in order: '
+                 'one_device (/cpu:0), mirrored (--num_cpu_devices logical '
+                 'CPU devices), multi_worker_mirrored (the cluster of '
+                 'TF_CONFIG; alone).')
+  p.add_argument('--num_cpu_devices', type=int, default=2,
+                 help='Logical CPU devices for --strategy=mirrored.')
+  p.add_argument('--global_batch_size', type=int, default=4,
+                 help='Images in the step, over all replicas.')
+  p.add_argument('--input_side', type=int, default=128,
+                 help='Side of the rendered images and of the model input.')
+  p.add_argument('--results_dir',
+                 help='Writes <strategy>.npz (multi_worker_mirrored: '
+                 'multi_worker_mirrored_<task index>.npz) here.')
+  p.add_argument('--compare', nargs='+', metavar='NPZ',
+                 help='Compare these files with the first; exit 1 when one '
+                 'differs.')
+  p.add_argument('--rtol', type=float, default=1e-5,
+                 help='Largest difference of a loss, metric or weight, '
+                 'relative to its largest magnitude.')
+  p.add_argument('--update_rtol', type=float, default=1e-3,
+                 help="Largest difference of a weight's update in a step, "
+                 "relative to the update's largest magnitude.")
+  p.add_argument('--experiment_optimizer', action='store_true',
+                 help="Train with the experiment's optimizer instead of SGD.")
+  args = p.parse_args(argv)
+  unknown = set(args.strategy) - {'one_device', 'mirrored',
+                                  'multi_worker_mirrored'}
+  if unknown:
+    p.error(f'unknown --strategy {sorted(unknown)}.')
+  return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  args = parse_args(argv)
+  if args.compare:
+    problems = compare(args.compare, args.rtol, args.update_rtol)
     for line in problems:
       print(line)
     if not problems:
-      print(f'{len(paths)} files agree (losses and weights within '
-            f'{_RTOL.value:g}, updates within {_UPDATE_RTOL.value:g}).')
+      print(f'{len(args.compare)} files agree (losses and weights within '
+            f'{args.rtol:g}, updates within {args.update_rtol:g}).')
     sys.exit(1 if problems else 0)
-  if not _RESULTS_DIR.value:
+  if not args.results_dir:
     sys.exit('ERROR: give --results_dir (or files to --compare).')
-  names = _STRATEGIES.value
+  names = args.strategy
   if 'multi_worker_mirrored' in names and len(names) > 1:
     sys.exit('ERROR: --strategy=multi_worker_mirrored runs alone.')
   if 'mirrored' in names:  # Before TensorFlow starts.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     cpu = tf.config.list_physical_devices('CPU')[0]
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * _NUM_CPU_DEVICES.value)
-  params = load_params(_EXPERIMENT.value, _PARAMS_OVERRIDE.value,
-                       _IMAGE_SIZE.value, _EXPERIMENT_OPTIMIZER.value)
-  os.makedirs(_RESULTS_DIR.value, exist_ok=True)
+        cpu, [tf.config.LogicalDeviceConfiguration()] * args.num_cpu_devices)
+  params = load_params(args.experiment, args.params_override,
+                       args.input_side, args.experiment_optimizer)
+  os.makedirs(args.results_dir, exist_ok=True)
   for name in names:
-    strategy = _strategy(name, _NUM_CPU_DEVICES.value)
-    result = run_steps(strategy, params, _GLOBAL_BATCH.value,
-                       _IMAGE_SIZE.value)
-    path = os.path.join(_RESULTS_DIR.value, _output_name(name))
+    strategy = _strategy(name, args.num_cpu_devices)
+    result = run_steps(strategy, params, args.global_batch_size,
+                       args.input_side)
+    path = os.path.join(args.results_dir, _output_name(name))
     np.savez(path, **result)
     print(f'{name} ({strategy.num_replicas_in_sync} replicas): total loss '
           f'{float(result["step0/total_loss"]):.6f} (uniform), '
@@ -401,4 +413,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  main()
