@@ -11,6 +11,12 @@ bytes or serialized tf.Examples with `image/encoded`) and runs, in graph:
   to original-image pixels, classes to the dataset's category ids ->
   optionally masks pasted at the original image size.
 
+The `tflite` input type (Model Garden's name; TFLite and ONNX exports use
+it) takes float32 network inputs `[B, H, W, 3]` preprocessed outside the
+model as `preprocess_ops.preprocess_for_inference` does; its boxes are in
+pixels of that input, and it has no `image_info` (see
+`inference_for_tflite`).
+
 Outputs (D = max_num_detections):
   num_detections      int32   [B]
   detection_boxes     float32 [B, D, 4]  ymin, xmin, ymax, xmax, pixels of
@@ -37,6 +43,9 @@ from dataloaders.ops import mask_ops
 from dataloaders.ops import preprocess_ops
 from modeling import factory
 
+# Model Garden's input type of float32 network inputs preprocessed outside
+# the model (resized, padded, normalised), as TFLite and ONNX exports take.
+PREPROCESSED_INPUT = 'tflite'
 # Masks pasted at full size are 1 where the pasted probability reaches this.
 MASK_THRESHOLD = 0.5
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -173,6 +182,10 @@ class UniPercepNetModule(export_base.ExportModule):
                        f'height,width, both multiples of {stride}.')
     if num_channels != 3:
       raise ValueError(f'num_channels is {num_channels}; the model reads RGB.')
+    if full_size_masks and input_type == PREPROCESSED_INPUT:
+      raise ValueError(f'full_size_masks needs the original image size, '
+                       f'which input_type {PREPROCESSED_INPUT!r} does not '
+                       'give.')
     self._full_size_masks = full_size_masks
     self._pad_value = params.task.validation_data.parser.pad_value
     self._test_scale = params.task.validation_data.parser.test_scale
@@ -294,6 +307,23 @@ class UniPercepNetModule(export_base.ExportModule):
         masks = paste_masks_batch(masks, boxes, (largest[0], largest[1]),
                                   image_info[:, 0, :])
       detections['detection_masks'] = masks
+    return detections
+
+  @tf.function
+  def inference_for_tflite(self, inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Detections of network inputs preprocessed outside (`tflite`).
+
+    Model Garden's `tflite` input type: float32 `[B, H, W, 3]` images of the
+    input size, already resized, padded and normalised as
+    `preprocess_ops.preprocess_for_inference` does. Boxes are in pixels of
+    that input (divide by the resize scale for the original image's);
+    masks are per-box probabilities; there is no `image_info`.
+    """
+    size = tf.constant(self._input_image_size, tf.float32)
+    info = tf.stack([size, size, [1., 1.], [0., 0.]])
+    info = tf.tile(info[tf.newaxis], [tf.shape(inputs)[0], 1, 1])
+    detections = self.detect(inputs, info)
+    del detections['image_info']
     return detections
 
   @tf.function

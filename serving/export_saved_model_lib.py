@@ -21,7 +21,8 @@ from dataloaders import category_ids
 from modeling import checkpoints
 from serving import detection
 
-INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example')
+INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example',
+               detection.PREPROCESSED_INPUT)
 SAVED_MODEL_SUBDIR = 'saved_model'
 CHECKPOINT_SUBDIR = 'checkpoint'
 

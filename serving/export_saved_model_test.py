@@ -139,7 +139,7 @@ def test_fixed_batch_size_and_bad_arguments(small_checkpoint):
   spec = fn['serving_default'].structured_input_signature[0][0]
   assert spec.shape.as_list() == [2, None, None, 3]
   with pytest.raises(ValueError, match='input_type'):
-    export_saved_model_lib.build_module(params, run_dir, input_type='tflite')
+    export_saved_model_lib.build_module(params, run_dir, input_type='jpeg')
   with pytest.raises(ValueError, match='Cannot read checkpoint'):
     export_saved_model_lib.build_module(params, run_dir + '/ckpt-9')
   with pytest.raises(ValueError, match='holds no checkpoint'):
