@@ -97,7 +97,9 @@ class DetectionGenerator(hyperparams.Config):
   # The class-wise NMS: 'combined' (tf.image.combined_non_max_suppression,
   # a C++ kernel; Model Garden's nms_version 'batched') or 'static' (static
   # shapes, for XLA: TPUs and jit_compile, where 'combined' does not
-  # compile). The same detections (see official_ext's detection_generator).
+  # compile), or 'offset' (one NMS over boxes shifted apart by class, as
+  # the reference's batched_nms; TFLite's builtin NMS, which TFLite exports
+  # use). The same detections (see official_ext's detection_generator).
   nms_version: str = 'combined'
 
 

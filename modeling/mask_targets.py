@@ -49,9 +49,8 @@ def select_proposals(boxes: tf.Tensor,
   """
   if nms_version is None:
     nms_version = 'static' if xla_utils.in_xla_context() else 'combined'
-  if nms_version not in detection_generator.NMS_VERSIONS:
-    raise ValueError(f'nms_version must be one of '
-                     f'{detection_generator.NMS_VERSIONS}, got '
+  if nms_version not in ('combined', 'static'):
+    raise ValueError(f"nms_version must be 'combined' or 'static', got "
                      f'{nms_version!r}.')
   boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
   scores = tf.stop_gradient(tf.reduce_max(tf.cast(scores, tf.float32), -1))

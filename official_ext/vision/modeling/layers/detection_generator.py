@@ -8,7 +8,7 @@ score threshold (scores must exceed it), the removal of empty boxes (width
 or height <= 0), class-wise NMS and the best `max_num_detections`, batched
 and with static output shapes.
 
-Two implementations of the class-wise NMS give the same detections
+Three implementations of the class-wise NMS give the same detections
 (`nms_version`):
 
   'combined': `tf.image.combined_non_max_suppression`, a C++ kernel (CPU and
@@ -16,8 +16,17 @@ Two implementations of the class-wise NMS give the same detections
   'static': `static_nms` below, greedy NMS written with static shapes (an
       IoU matrix of the candidates and a fixed-point loop), which XLA
       compiles.
+  'offset': one class-agnostic NMS per image (`NonMaxSuppressionV5`, which
+      TFLite runs as its builtin NON_MAX_SUPPRESSION_V5) over boxes moved
+      apart by class, the trick of the reference's `batched_nms`, so that
+      boxes of different classes never overlap. TFLite exports use it: the
+      other two are a Flex op and a while loop (which TFLite's int8
+      calibration crashes on). The shift is class * (the image's coordinate
+      span + 1), not mmcv's class * (max coordinate + 1), which lets boxes
+      with negative coordinates overlap a neighbouring class's; IoUs differ
+      from the others' by the rounding of the shifted coordinates.
 
-Both keep, per class, the candidates scoring above the threshold, best
+All keep, per class, the candidates scoring above the threshold, best
 first, each unless a kept one of its class overlaps it with an IoU above
 the threshold (IoU as the C++ kernel computes it), and then the best
 `max_num_detections` over all classes. They may order candidates of exactly
@@ -32,7 +41,7 @@ import tf_keras
 
 from official_ext.vision.ops import xla_utils
 
-NMS_VERSIONS = ('combined', 'static')
+NMS_VERSIONS = ('combined', 'static', 'offset')
 
 
 def pairwise_iou(boxes: tf.Tensor) -> tf.Tensor:
@@ -144,7 +153,8 @@ class DecodedBoxDetectionGenerator(tf_keras.layers.Layer):
         0 (the zeros of its one-hot score row); 'static' does not.
       nms_iou_threshold: class-wise NMS IoU threshold.
       max_num_detections: detections per image.
-      nms_version: 'combined' or 'static' (see the module docstring).
+      nms_version: 'combined', 'static' or 'offset' (see the module
+        docstring).
       **kwargs: other Keras layer arguments.
     """
     if nms_version not in NMS_VERSIONS:
@@ -194,6 +204,9 @@ class DecodedBoxDetectionGenerator(tf_keras.layers.Layer):
                           tf.minimum(c['pre_nms_score_threshold'], 0.) - 1.)
     if c['nms_version'] == 'static':
       nmsed_boxes, nmsed_scores, nmsed_classes, num = self._static_nms(
+          top_boxes, top_scores, top_classes)
+    elif c['nms_version'] == 'offset':
+      nmsed_boxes, nmsed_scores, nmsed_classes, num = self._offset_nms(
           top_boxes, top_scores, top_classes)
     else:
       nmsed_boxes, nmsed_scores, nmsed_classes, num = self._combined_nms(
@@ -249,6 +262,39 @@ class DecodedBoxDetectionGenerator(tf_keras.layers.Layer):
     return (tf.where(valid[..., None], boxes, 0.),
             tf.gather(top_scores, selected, batch_dims=1),
             tf.gather(top_classes, selected, batch_dims=1), num)
+
+  def _offset_nms(self, top_boxes, top_scores, top_classes):
+    """The same from one NMS per image over boxes shifted by class.
+
+    Each image's NMS runs in its own op (a Python loop when the batch size
+    is static, as in TFLite exports; `tf.map_fn` otherwise).
+    """
+    c = self._config_dict
+    d = c['max_num_detections']
+
+    def one_image(args):
+      boxes, scores, classes = args
+      span = tf.reduce_max(boxes) - tf.reduce_min(boxes) + 1.
+      shifted = boxes + tf.cast(classes, tf.float32)[:, None] * span
+      selected, _, num = tf.raw_ops.NonMaxSuppressionV5(
+          boxes=shifted, scores=scores, max_output_size=d,
+          iou_threshold=c['nms_iou_threshold'],
+          score_threshold=c['pre_nms_score_threshold'], soft_nms_sigma=0.,
+          pad_to_max_output_size=True)
+      valid = tf.range(d) < num
+      selected = tf.where(valid, selected, 0)
+      return (tf.where(valid[:, None], tf.gather(boxes, selected), 0.),
+              tf.gather(scores, selected), tf.gather(classes, selected),
+              tf.cast(num, tf.int32))
+
+    args = (top_boxes, top_scores, top_classes)
+    batch = top_boxes.shape[0]
+    if batch is not None:
+      per_image = [one_image([a[i] for a in args]) for i in range(batch)]
+      return tuple(tf.stack(t) for t in zip(*per_image))
+    return tf.map_fn(one_image, args, fn_output_signature=(
+        tf.TensorSpec([d, 4], tf.float32), tf.TensorSpec([d], tf.float32),
+        tf.TensorSpec([d], top_classes.dtype), tf.TensorSpec([], tf.int32)))
 
   def get_config(self) -> Mapping[str, Any]:
     return dict(list(super().get_config().items()) +

@@ -213,15 +213,16 @@ class StaticNmsTest(tf.test.TestCase, parameterized.TestCase):
                   nms_iou_threshold=iou, max_num_detections=max_detections)
     combined = detection_generator.DecodedBoxDetectionGenerator(
         nms_version='combined', **params)(boxes, scores)
-    static = detection_generator.DecodedBoxDetectionGenerator(
-        nms_version='static', **params)(boxes, scores)
     # NMS removed some of the best candidates: the case tests something.
     best = -np.sort(-scores.reshape(scores.shape[0], -1), axis=1)
     self.assertTrue((combined['num_detections'].numpy() > 0).all())
     self.assertNotAllClose(combined['detection_scores'],
                            best[:, :max_detections])
-    for key in combined:
-      self.assertAllEqual(static[key], combined[key], msg=key)
+    for version in ('static', 'offset'):
+      other = detection_generator.DecodedBoxDetectionGenerator(
+          nms_version=version, **params)(boxes, scores)
+      for key in combined:
+        self.assertAllEqual(other[key], combined[key], msg=(version, key))
 
   def test_ties_overlaps_and_classes(self):
     a, b, c, far = _A, _B, [0., 2., 10., 12.], [100., 100., 110., 110.]
