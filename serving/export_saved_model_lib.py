@@ -5,9 +5,11 @@ See `serving/export_saved_model.py` for the command line, and
 """
 
 import copy
+import os
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 from official.core import config_definitions as cfg
@@ -20,6 +22,7 @@ from configs import validation
 from dataloaders import category_ids
 from modeling import checkpoints
 from serving import detection
+from serving import warmup
 
 INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example',
                detection.PREPROCESSED_INPUT)
@@ -59,6 +62,43 @@ def load_params(experiment: Optional[str],
   validation.check(params)
   params.validate()
   return params
+
+
+def parse_image_size(text: Optional[str]) -> Optional[List[int]]:
+  """'H,W' -> [H, W]; None or '' -> None.
+
+  Raises:
+    ValueError: naming --input_image_size, if `text` is not two integers.
+  """
+  if not text:
+    return None
+  try:
+    size = [int(x) for x in text.split(',')]
+  except ValueError:
+    size = []
+  if len(size) != 2:
+    raise ValueError(f'--input_image_size must be height,width, got '
+                     f'{text!r}.')
+  return size
+
+
+def add_checkpoint_arguments(parser) -> None:
+  """The arguments of an argparse export command that name the model:
+  --experiment, --config_file, --params_override, --checkpoint_path and
+  --input_image_size (see `load_params` and `parse_image_size`)."""
+  parser.add_argument('--experiment', default=None,
+                      help='Registered experiment, e.g. unipercepnet_coco; '
+                      'optional with --config_file=RUN/params.yaml.')
+  parser.add_argument('--config_file', action='append', default=[],
+                      help="YAML overrides, applied in order (a training "
+                      "run's params.yaml works); repeatable.")
+  parser.add_argument('--params_override', default='',
+                      help='YAML/JSON string of overrides, applied last.')
+  parser.add_argument('--checkpoint_path', required=True,
+                      help='Checkpoint prefix, or a directory (latest).')
+  parser.add_argument('--input_image_size', default=None,
+                      help='height,width of the network input; default: '
+                      'task.model.input_size.')
 
 
 def format_function_keys(keys: Mapping[str, str]) -> str:
@@ -141,7 +181,11 @@ def export(params: cfg.ExperimentConfig,
            input_image_size: Optional[Sequence[int]] = None,
            function_keys: Optional[Union[List[str], Dict[str, str]]] = None,
            full_size_masks: bool = False,
-           input_name: Optional[str] = None) -> detection.UniPercepNetModule:
+           input_name: Optional[str] = None,
+           warmup_requests: int = 0,
+           warmup_images: Optional[Sequence[np.ndarray]] = None,
+           model_name: str = warmup.DEFAULT_MODEL_NAME
+           ) -> detection.UniPercepNetModule:
   """Writes saved_model/, checkpoint/ and params.yaml under `export_dir`.
 
   The export is written into a hidden sibling directory and renamed to
@@ -160,13 +204,21 @@ def export(params: cfg.ExperimentConfig,
       {input_type: 'serving_default'}.
     full_size_masks: see `detection.UniPercepNetModule`.
     input_name: the signatures' input name (default `inputs`).
+    warmup_requests: TF Serving warm-up requests per signature and warm-up
+      image, written to saved_model/assets.extra/tf_serving_warmup_requests
+      (`serving/warmup.py`); 0: none. The command's default is 1.
+    warmup_images: uint8 RGB [h, w, 3] images of the warm-up requests;
+      default: one synthetic image of the input size.
+    model_name: the warm-up requests' model_spec.name (TF Serving's
+      --model_name).
 
   Returns:
     The export module, holding the exported weights.
 
   Raises:
     ValueError: if `export_dir` holds files an export does not (before
-      anything is built), or on the arguments or the checkpoint.
+      anything is built), or on the arguments (e.g. more warm-up requests
+      than TF Serving reads) or the checkpoint.
   """
   check_export_dir(export_dir)
   default = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
@@ -177,6 +229,10 @@ def export(params: cfg.ExperimentConfig,
       raise ValueError(f'function_keys {function_keys}: give a dict '
                        '{input_type: signature name} for several signatures.')
     function_keys = {function_keys[0]: default}
+  # Checked before the long export.
+  warmup.check_count(len(function_keys),
+                     1 if warmup_images is None else len(warmup_images),
+                     warmup_requests)
   module = build_module(params, checkpoint_path, input_type=input_type,
                         batch_size=batch_size,
                         input_image_size=input_image_size,
@@ -202,4 +258,14 @@ def export(params: cfg.ExperimentConfig,
         export_saved_model_subdir=SAVED_MODEL_SUBDIR,
         function_keys=dict(function_keys),
         input_name=input_name)
+    # Inside the temporary directory: the export appears with its warm-up
+    # requests or not at all. (Not recorded in params.yaml: task.export has
+    # no field for it.)
+    if warmup_requests:
+      path = warmup.write_warmup_requests(
+          os.path.join(temporary, SAVED_MODEL_SUBDIR), module, function_keys,
+          images=warmup_images, requests_per_image=warmup_requests,
+          model_name=model_name, input_name=input_name,
+          batch_size=batch_size)
+      logging.info('TF Serving warm-up requests: %s', path)
   return module
