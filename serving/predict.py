@@ -5,6 +5,9 @@ r"""Runs UniPercepNet-S on image files: COCO results JSON and annotated PNGs.
       --images=photos/,more/*.jpg,one.png --output_dir=OUT
   # Or a training checkpoint (params from the run's params.yaml):
   python serving/predict.py --checkpoint_path=RUN --images=... --output_dir=OUT
+  # Or a TFLite export (params.yaml beside it) or an ONNX one:
+  python serving/predict.py --tflite=DIR/unipercepnet_int8.tflite ...
+  python serving/predict.py --onnx=RUN/unipercepnet.onnx ...
   # With an annotation file: COCO image ids and class names from it, and
   # the box and mask AP of the predictions.
   python serving/predict.py ... --annotation_file=data/shapes/val.json
@@ -45,8 +48,11 @@ from pycocotools import mask as mask_api
 from official.vision.ops import box_ops
 from common import atomic_io
 from dataloaders import image_io
+from dataloaders.ops import preprocess_ops
 from serving import detection
+from serving import export_onnx
 from serving import export_saved_model_lib as export_lib
+from serving import export_tflite
 from serving import visualize
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -186,6 +192,71 @@ def saved_model_predictor(path: str,
 
   predict.model = loaded  # Keeps the loaded object (and its variables) alive.
   predict.params = params
+  return predict
+
+
+def preprocessed_predictor(run_model: Callable[[np.ndarray],
+                                              Mapping[str, np.ndarray]],
+                           input_size: Sequence[int],
+                           pad_value: float,
+                           test_scale: Optional[Sequence[int]] = None
+                           ) -> Predictor:
+  """Runs a model of preprocessed inputs (TFLite, ONNX) on one image.
+
+  The image is preprocessed as the SavedModel's signatures do
+  (`preprocess_ops.preprocess_for_inference` with the exported input size,
+  pad value and test scale), boxes are scaled back to the image and masks
+  pasted as for the SavedModel: the same outputs from any format.
+
+  Args:
+    run_model: float32 [1, H, W, 3] network input -> the outputs of
+      `UniPercepNetModule.inference_for_tflite` as arrays.
+    input_size: [H, W].
+    pad_value: task.validation_data.parser.pad_value of the export.
+    test_scale: its test_scale (None or empty: none).
+  """
+  size = [int(s) for s in input_size]
+  test_scale = list(test_scale or []) or None
+
+  def predict(image: np.ndarray) -> Detections:
+    network_input, image_info, _ = preprocess_ops.preprocess_for_inference(
+        tf.constant(image), size, pad_value, test_scale)
+    outputs = {k: tf.constant(v) for k, v in
+               run_model(network_input.numpy()[np.newaxis]).items()}
+    scale = tf.tile(image_info[2], [2])
+    outputs['detection_boxes'] = outputs['detection_boxes'] / scale
+    return _to_numpy_detections(outputs, *image.shape[:2],
+                                full_size_masks=False)
+
+  predict.model = run_model
+  return predict
+
+
+def tflite_predictor(path: str, num_threads: Optional[int] = None
+                     ) -> Predictor:
+  """Runs a .tflite export (serving/export_tflite.py) on one image; its
+  params.yaml, beside it, gives the preprocessing."""
+  runner = export_tflite.TFLiteRunner(path, num_threads=num_threads)
+  params = export_params(os.path.dirname(os.path.abspath(path)))
+  parser = params.task.validation_data.parser
+  predict = preprocessed_predictor(runner, runner.input_size,
+                                   parser.pad_value, parser.test_scale)
+  predict.params = params
+  return predict
+
+
+def onnx_predictor(path: str, num_threads: Optional[int] = None
+                   ) -> Predictor:
+  """Runs an ONNX export (serving/export_onnx.py) on one image; its
+  metadata gives the preprocessing."""
+  runner = export_onnx.OnnxRunner(path, intra_op_threads=num_threads or 0)
+  meta = runner.metadata
+  if not meta:
+    raise ValueError(f'{path} has no {export_onnx.METADATA_KEY!r} metadata: '
+                     'export it with serving/export_onnx.py.')
+  predict = preprocessed_predictor(runner, meta['input_size'],
+                                   meta['pad_value'], meta['test_scale'])
+  predict.params = None
   return predict
 
 
@@ -374,6 +445,14 @@ def define_flags():
       'Instead of --saved_model: a checkpoint prefix or a training run '
       'directory (its latest checkpoint, with the EMA weights).')
   flags.DEFINE_string(
+      'tflite', None, 'Instead: a .tflite file of serving/export_tflite.py '
+      '(params.yaml beside it).')
+  flags.DEFINE_string(
+      'onnx', None, 'Instead: an .onnx file of serving/export_onnx.py.')
+  flags.DEFINE_integer(
+      'num_threads', None, 'With --tflite or --onnx: CPU threads '
+      '(default: the runtime\'s).')
+  flags.DEFINE_string(
       'experiment', None, 'With --checkpoint_path: the experiment; default: '
       "the run's params.yaml.")
   flags.DEFINE_multi_string(
@@ -396,8 +475,11 @@ def define_flags():
 
 
 def main(_):
-  if bool(FLAGS.saved_model) == bool(FLAGS.checkpoint_path):
-    raise app.UsageError('Give one of --saved_model and --checkpoint_path.')
+  models = [FLAGS.saved_model, FLAGS.checkpoint_path, FLAGS.tflite,
+            FLAGS.onnx]
+  if sum(bool(m) for m in models) != 1:
+    raise app.UsageError('Give one of --saved_model, --checkpoint_path, '
+                         '--tflite and --onnx.')
   paths, errors = find_images(FLAGS.images)
   for error in errors:
     print(f'ERROR {error}', file=sys.stderr)
@@ -407,13 +489,20 @@ def main(_):
   if FLAGS.saved_model:
     predictor = saved_model_predictor(FLAGS.saved_model, FLAGS.signature)
     params = predictor.params
+  elif FLAGS.tflite or FLAGS.onnx:
+    make = tflite_predictor if FLAGS.tflite else onnx_predictor
+    try:
+      predictor = make(FLAGS.tflite or FLAGS.onnx, FLAGS.num_threads)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from e
+    params = predictor.params
   else:
     if FLAGS.experiment:
       params = export_lib.load_params(FLAGS.experiment, FLAGS.config_file,
                                       FLAGS.params_override)
     predictor, params = checkpoint_predictor(FLAGS.checkpoint_path, params)
   class_names = None
-  if params and params.task.annotation_file and os.path.exists(
+  if params is not None and params.task.annotation_file and os.path.exists(
       params.task.annotation_file):
     class_names = _annotation_index(params.task.annotation_file)[1]
   print(f'Predicting {len(paths)} images into {FLAGS.output_dir}.')
