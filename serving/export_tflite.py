@@ -280,18 +280,18 @@ def export(params: cfg.ExperimentConfig,
   module = build_module(params, checkpoint_path, input_image_size)
   module.params.task.export.function_keys = export_lib.format_function_keys(
       {detection.PREPROCESSED_INPUT: 'serving_default'})
+  representative = None
+  if 'int8' in quantizations:
+    # Read (and checked) before any conversion.
+    images = list(calibration_inputs(module.params, num_calibration_images,
+                                     calibration_data))
+    representative = lambda: iter(images)
   paths = {}
   with atomic_io.atomic_files(output_dir, last=[PARAMS_FILE]) as staging:
     for quantization in quantizations:
       start = time.time()
-      representative = None
-      if quantization == 'int8':
-        # Checked (and the images read) before the converter runs.
-        images = list(calibration_inputs(module.params,
-                                         num_calibration_images,
-                                         calibration_data))
-        representative = lambda: iter(images)  # pylint: disable=cell-var-from-loop
-      flatbuffer = convert(module, quantization, representative)
+      flatbuffer = convert(module, quantization,
+                           representative if quantization == 'int8' else None)
       name = model_file(quantization)
       with open(os.path.join(staging, name), 'wb') as f:
         f.write(flatbuffer)

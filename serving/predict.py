@@ -120,6 +120,17 @@ def _to_numpy_detections(outputs: Mapping[str, tf.Tensor], height: int,
                     masks=masks)
 
 
+def sorted_detections(detections: Detections) -> Detections:
+  """The detections ordered by class, then box (rounded to 0.01 pixel):
+  an order that does not depend on how NMS ranked equal scores."""
+  boxes = np.round(detections.boxes, 2)
+  order = np.lexsort(tuple(boxes.T[::-1]) + (detections.classes,))
+  return Detections(
+      boxes=detections.boxes[order], scores=detections.scores[order],
+      classes=detections.classes[order],
+      masks=None if detections.masks is None else detections.masks[order])
+
+
 def _yxyx_to_xywh(boxes: np.ndarray) -> np.ndarray:
   """[n, 4] float64 COCO boxes (Model Garden's conversion)."""
   return box_ops.yxyx_to_xywh(np.asarray(boxes, np.float64).reshape(-1, 4))
