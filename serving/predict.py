@@ -29,7 +29,6 @@ skipped; the others are still processed, and the exit status is 1.
 
 import dataclasses
 import glob
-import io
 import json
 import os
 import sys
@@ -39,7 +38,6 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from absl import app
 from absl import flags
 import numpy as np
-from PIL import Image
 import tensorflow as tf
 
 from pycocotools import coco
@@ -54,6 +52,7 @@ from serving import export_onnx
 from serving import export_saved_model_lib as export_lib
 from serving import export_tflite
 from serving import visualize
+from serving import warmup
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 FLAGS = flags.FLAGS
@@ -136,27 +135,7 @@ def _yxyx_to_xywh(boxes: np.ndarray) -> np.ndarray:
   return box_ops.yxyx_to_xywh(np.asarray(boxes, np.float64).reshape(-1, 4))
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format='PNG')
-  return buffer.getvalue()
-
-
-def _tf_example(encoded: bytes) -> bytes:
-  feature = {'image/encoded': tf.train.Feature(
-      bytes_list=tf.train.BytesList(value=[encoded]))}
-  return tf.train.Example(features=tf.train.Features(
-      feature=feature)).SerializeToString()
-
-
 Predictor = Callable[[np.ndarray], Detections]
-
-# How each input type of an export takes an RGB image.
-_ENCODERS = {
-    'image_tensor': lambda image: image[np.newaxis],
-    'image_bytes': lambda image: [_png_bytes(image)],
-    'tf_example': lambda image: [_tf_example(_png_bytes(image))],
-}
 
 
 def export_params(path: str):
@@ -192,12 +171,20 @@ def saved_model_predictor(path: str,
     raise ValueError(f'params.yaml of {path} does not say the input type of '
                      f'signature {signature!r} (task.export.function_keys is '
                      f'{exported.function_keys!r}); export it again.')
-  encode = _ENCODERS[input_types[signature]]
+  input_type = input_types[signature]
+  if input_type == detection.PREPROCESSED_INPUT:
+    raise ValueError(f'Signature {signature!r} of {path} takes preprocessed '
+                     'network inputs; give one of images, image bytes or '
+                     'tf.Examples.')
   fn = loaded.signatures[signature]
   (name, _), = fn.structured_input_signature[1].items()
+  parser = params.task.validation_data.parser
 
   def predict(image: np.ndarray) -> Detections:
-    outputs = fn(**{name: tf.constant(encode(image))})
+    # Encoded as the warm-up requests are (PNG bytes, tf.Examples).
+    outputs = fn(**{name: tf.constant(warmup.signature_input(
+        input_type, image, params.task.model.input_size[:2],
+        parser.pad_value, parser.test_scale))})
     return _to_numpy_detections(outputs, *image.shape[:2],
                                 full_size_masks=exported.full_size_masks)
 
