@@ -98,3 +98,24 @@ def export_dir(small_checkpoint, tmp_path_factory):
 def random_image(height, width, seed=0):
   rng = np.random.default_rng(seed)
   return rng.integers(0, 256, [height, width, 3], dtype=np.uint8)
+
+
+def assert_predictor_matches_saved_model(predictor, export_dir,
+                                         score_atol: float):
+  """A predictor of another format gives the SavedModel's detections in
+  image pixels (predict.py's outputs), in one order (NMS may order nearly
+  equal scores of a random model either way)."""
+  from serving import predict  # pylint: disable=g-import-not-at-top
+  # 32 x 32 fills the 64 x 64 input at scale 2 (the boxes are clipped to
+  # the valid image, the input here).
+  image = random_image(32, 32, seed=5)
+  got, expected = predictor(image), predict.saved_model_predictor(
+      export_dir)(image)
+  assert len(expected.scores) > 0 and len(got.scores) == len(expected.scores)
+  got, expected = predict.sorted_detections(got), predict.sorted_detections(
+      expected)
+  np.testing.assert_array_equal(got.classes, expected.classes)
+  np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-3)
+  np.testing.assert_allclose(got.scores, expected.scores, atol=score_atol)
+  assert got.masks.shape == (len(got.scores), 32, 32)
+  assert (got.masks != expected.masks).mean() < 1e-3

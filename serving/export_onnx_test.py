@@ -183,18 +183,5 @@ def test_predict_runs_onnx_as_the_saved_model(onnx_export, export_dir):
   """predict.py's ONNX predictor: the SavedModel's detections in image
   pixels, preprocessing taken from the model's metadata."""
   from serving import predict  # pylint: disable=g-import-not-at-top
-  onnx_model = predict.onnx_predictor(onnx_export[0])
-  saved_model = predict.saved_model_predictor(export_dir)
-  # 32 x 32 fills the 64 x 64 input at scale 2 (the boxes are clipped to
-  # the valid image, the input here).
-  image = conftest.random_image(32, 32, seed=5)
-  got, expected = onnx_model(image), saved_model(image)
-  assert len(expected.scores) > 0 and len(got.scores) == len(expected.scores)
-  # In one order (NMS may order nearly equal scores either way).
-  got, expected = predict.sorted_detections(got), predict.sorted_detections(
-      expected)
-  np.testing.assert_array_equal(got.classes, expected.classes)
-  np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-3)
-  np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5)
-  assert got.masks.shape == (len(got.scores), 32, 32)
-  assert (got.masks != expected.masks).mean() < 1e-3
+  conftest.assert_predictor_matches_saved_model(
+      predict.onnx_predictor(onnx_export[0]), export_dir, score_atol=1e-5)

@@ -113,21 +113,8 @@ def test_int8_is_quantized_and_detects(exported, small_module):
 def test_predict_runs_tflite_as_the_saved_model(exported, export_dir):
   """One command, any format: the same detections in image pixels."""
   _, paths = exported
-  tflite = predict.tflite_predictor(paths['float32'])
-  saved_model = predict.saved_model_predictor(export_dir)
-  # 32 x 32 fills the 64 x 64 input at scale 2 (the boxes are clipped to
-  # the valid image, the input here).
-  image = conftest.random_image(32, 32, seed=5)
-  got, expected = tflite(image), saved_model(image)
-  assert len(expected.scores) > 0 and len(got.scores) == len(expected.scores)
-  # In one order (NMS may order nearly equal scores either way).
-  got, expected = predict.sorted_detections(got), predict.sorted_detections(
-      expected)
-  np.testing.assert_array_equal(got.classes, expected.classes)
-  np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-3)
-  np.testing.assert_allclose(got.scores, expected.scores, atol=1e-4)
-  assert got.masks.shape == (len(got.scores), 32, 32)
-  assert (got.masks != expected.masks).mean() < 1e-3
+  conftest.assert_predictor_matches_saved_model(
+      predict.tflite_predictor(paths['float32']), export_dir, score_atol=1e-4)
 
 
 def test_command_and_its_errors(small_checkpoint, tmp_path):
