@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from dataloaders.ops import augment_ops
-from dataloaders.ops import mask_ops
+from official_ext.vision.ops import mask_ops
 from dataloaders.ops import preprocess_ops
 from dataloaders.ops import transforms
 from official.vision.dataloaders import utils

@@ -10,7 +10,7 @@ import tensorflow as tf
 from configs import unipercepnet as unipercepnet_cfg
 from data import coco_utils
 from dataloaders import unipercepnet_parser
-from dataloaders.ops import mask_ops
+from official_ext.vision.ops import mask_ops
 from official.vision.data import create_coco_tf_record
 from official.vision.dataloaders import tf_example_decoder
 

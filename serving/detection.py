@@ -39,7 +39,7 @@ import tf_keras
 from official.core import config_definitions as cfg
 from official.vision.serving import export_base
 from dataloaders import category_ids as category_ids_lib
-from dataloaders.ops import mask_ops
+from official_ext.vision.ops import mask_ops
 from dataloaders.ops import preprocess_ops
 from modeling import factory
 

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from dataloaders.ops import augment_ops
-from dataloaders.ops import mask_ops
+from official_ext.vision.ops import mask_ops
 from official_ext.vision.ops import preprocess_ops as preprocess_ops_ext
 
 

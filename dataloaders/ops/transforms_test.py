@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dataloaders.ops import mask_ops
+from official_ext.vision.ops import mask_ops
 from dataloaders.ops import transforms
 
 

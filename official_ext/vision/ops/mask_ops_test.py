@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from dataloaders.ops import mask_ops
+from official_ext.vision.ops import mask_ops
 
 
 def test_recrop_masks_on_clipped_box():
