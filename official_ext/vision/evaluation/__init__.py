@@ -1,0 +1,1 @@
+"""Evaluation extensions of Model Garden's `official.vision.evaluation`."""
