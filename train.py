@@ -345,7 +345,8 @@ def explain_failure(error: tf.errors.OpError,
 
 
 def _report(model_dir):
-  """Prints the COCO summary of the last evaluation the Task recorded."""
+  """Prints the COCO summary of the last evaluation the Task recorded (and
+  a panoptic model's PQ, SQ and RQ: all, things, stuff)."""
   path = os.path.join(model_dir, task_lib.EVAL_METRICS_FILE)
   if not os.path.exists(path):
     return
@@ -357,10 +358,17 @@ def _report(model_dir):
     lines.append('  mask  ' + '  '.join(
         f'{k} {metrics["mask_" + k]:.3f}' for k in _SUMMARY
         if 'mask_' + k in metrics))
+  if 'PQ' in metrics:
+    lines.append('  panoptic  ' + '  '.join(
+        f'{k}{part} {metrics[k + part]:.3f}' for part in ('', '_things',
+                                                          '_stuff')
+        for k in ('PQ', 'SQ', 'RQ')))
   logging.info('Evaluation:\n%s', '\n'.join(lines))
-  print(f'Evaluation at step {metrics.get("global_step")} (COCO AP is '
-        'AP@[.5:.95]):\n' + '\n'.join(lines) + f'\nAll metrics: {path}',
-        flush=True)
+  what = 'COCO AP is AP@[.5:.95]'
+  if 'PQ' in metrics:
+    what += ', PQ the COCO panoptic quality'
+  print(f'Evaluation at step {metrics.get("global_step")} ({what}):\n' +
+        '\n'.join(lines) + f'\nAll metrics: {path}', flush=True)
 
 
 if __name__ == '__main__':

@@ -34,13 +34,15 @@ def shapes_dir(tmp_path_factory):
   return path
 
 
-def _params(data_dir, train_steps=4, steps_per_epoch=2):
-  """unipercepnet_shapes for the tiny set, train_steps // steps_per_epoch
-  epochs, evaluated at the end, a checkpoint every epoch."""
-  params = exp_factory.get_exp_config('unipercepnet_shapes')
+def _params(data_dir, train_steps=4, steps_per_epoch=2,
+            experiment='unipercepnet_shapes', model=None):
+  """A shapes experiment for the tiny set, train_steps // steps_per_epoch
+  epochs, evaluated at the end, a checkpoint every epoch; `model`: more
+  task.model overrides."""
+  params = exp_factory.get_exp_config(experiment)
   params.override({
       'task': {
-          'model': {'input_size': [64, 64, 3]},
+          'model': dict(input_size=[64, 64, 3], **(model or {})),
           'annotation_file': os.path.join(data_dir, 'val.json'),
           'steps_per_epoch': steps_per_epoch,
           'schedule': {'epochs': train_steps // steps_per_epoch,
@@ -60,8 +62,7 @@ def _params(data_dir, train_steps=4, steps_per_epoch=2):
                   'optimizer_config': {'warmup': {'linear': {
                       'warmup_steps': 1}}}},
   }, is_strict=True)
-  return schedule.resolve(
-      params, base=exp_factory.get_exp_config('unipercepnet_shapes'))
+  return schedule.resolve(params, base=exp_factory.get_exp_config(experiment))
 
 
 # COCO's 12 summary metrics; the Task records them for boxes and, prefixed

@@ -109,5 +109,8 @@ class Losses(hyperparams.Config):
   cls_weight: float = 1.
   giou_weight: float = 1.5
   mask_weight: float = 1.5
+  # The panoptic model's semantic head: cross-entropy over the non-void
+  # pixels (the reference's former panoptic variant: 0.5).
+  semantic_weight: float = 0.5
   mask_targets: MaskTargets = dataclasses.field(default_factory=MaskTargets)
   l2_weight_decay: float = 0.

@@ -104,6 +104,48 @@ class DetectionGenerator(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class SemanticHead(hyperparams.Config):
+  """The panoptic model's semantic head on the stride-32 map (3x3 conv + GN
+  + ReLU + bilinear x2 per block, a 1x1 classifier, bilinear x
+  upsample_factor to the input size)."""
+  num_filters: List[int] = dataclasses.field(
+      default_factory=lambda: [256, 128, 128])
+  num_groups: int = 32
+  upsample_factor: int = 4
+
+
+@dataclasses.dataclass
+class PanopticFusion(hyperparams.Config):
+  """Panoptic-FPN's fusion of detections and the semantic map (inference).
+
+  Instances in score order with score >= score_threshold, pasted and
+  thresholded at mask_threshold; one more than overlap_threshold covered by
+  earlier ones is dropped; a stuff region under stuff_area_threshold pixels
+  (at the network input's resolution) is dropped.
+  """
+  score_threshold: float = 0.5
+  overlap_threshold: float = 0.5
+  stuff_area_threshold: int = 4096
+  mask_threshold: float = 0.5
+
+
+@dataclasses.dataclass
+class Panoptic(hyperparams.Config):
+  """The panoptic model: the instance model plus a semantic head.
+
+  Enabled by `stuff_category_ids`: the dataset ids of the stuff categories
+  (the things are `task.category_ids`); empty: the instance model.
+  """
+  stuff_category_ids: List[int] = dataclasses.field(default_factory=list)
+  semantic_head: SemanticHead = dataclasses.field(default_factory=SemanticHead)
+  fusion: PanopticFusion = dataclasses.field(default_factory=PanopticFusion)
+
+  @property
+  def enabled(self) -> bool:
+    return bool(self.stuff_category_ids)
+
+
+@dataclasses.dataclass
 class UniPercepNet(hyperparams.Config):
   """The model."""
   num_classes: int = 80
@@ -127,6 +169,7 @@ class UniPercepNet(hyperparams.Config):
       default_factory=MaskROIAligner)
   detection_generator: DetectionGenerator = dataclasses.field(
       default_factory=DetectionGenerator)
+  panoptic: Panoptic = dataclasses.field(default_factory=Panoptic)
   norm_activation: common.NormActivation = dataclasses.field(
       default_factory=lambda: common.NormActivation(  # pylint: disable=g-long-lambda
           activation='relu', norm_momentum=0.9, norm_epsilon=1e-5,
@@ -451,6 +494,13 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
   0.425 / 0.419 and 0.429 / 0.426 with it, 0.577 / 0.570 without); 12
   epochs without it gave 0.605 / 0.586, as 16 with it did (0.61-0.68).
   """
+  return _shapes_experiment(SHAPES_DATA_DIR)
+
+
+def _shapes_experiment(data_dir: str,
+                       panoptic: Optional[Panoptic] = None
+                       ) -> cfg.ExperimentConfig:
+  """The shapes recipe (see `unipercepnet_shapes`) on `data_dir`."""
   batch_size = 8
   epochs = 12
   model = UniPercepNet(
@@ -468,7 +518,8 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
               dilation_rates=[1, 2, 3, 4])),
       head=TOODHead(num_stacked_convs=4, num_filters=128,
                     attention_channels=16, branch_channels=32),
-      mask_head=MaskHead(num_convs=2, num_filters=64))
+      mask_head=MaskHead(num_convs=2, num_filters=64),
+      panoptic=panoptic or Panoptic())
   optimization_config = recipe_optimization(
       base_lr=3e-3, final_lr=3e-5, warmup_steps=100)
   optimization_config.ema.average_decay = 0.995
@@ -478,7 +529,7 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
       runtime=cfg.RuntimeConfig(mixed_precision_dtype='float32'),
       task=UniPercepNetTask(
           model=model,
-          annotation_file=os.path.join(SHAPES_DATA_DIR, 'val.json'),
+          annotation_file=os.path.join(data_dir, 'val.json'),
           schedule=schedule_lib.Schedule(
               epochs=epochs, cosine_start_epoch=0, validation_every_epochs=0,
               checkpoint_every_epochs=2),
@@ -488,14 +539,14 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
                   pre_nms_top_k=256, num_proposals=128, num_sampled_rois=64,
                   num_mask_rois=8)),
           train_data=DataConfig(
-              input_path=os.path.join(SHAPES_DATA_DIR, 'train-*'),
+              input_path=os.path.join(data_dir, 'train-*'),
               is_training=True,
               global_batch_size=batch_size,
               num_examples=SHAPES_TRAIN_EXAMPLES,
               shuffle_buffer_size=SHAPES_TRAIN_EXAMPLES,
               parser=train_parser),
           validation_data=DataConfig(
-              input_path=os.path.join(SHAPES_DATA_DIR, 'val-*'),
+              input_path=os.path.join(data_dir, 'val-*'),
               is_training=False,
               global_batch_size=10,
               num_examples=SHAPES_VAL_EXAMPLES,
@@ -511,3 +562,79 @@ def unipercepnet_shapes() -> cfg.ExperimentConfig:
           optimizer_config=optimization_config),
       restrictions=list(RESTRICTIONS))
   return schedule_lib.resolve(config)
+
+
+# ------------------------------------------------------------------ panoptic
+
+# COCO panoptic's 53 stuff categories (panopticapi's
+# panoptic_coco_categories.json, isthing 0); its things are the 80 of
+# COCO_CATEGORY_IDS.
+COCO_STUFF_CATEGORY_IDS = (
+    92, 93, 95, 100, 107, 109, 112, 118, 119, 122, 125, 128, 130, 133, 138,
+    141, 144, 145, 147, 148, 149, 151, 154, 155, 156, 159, 161, 166, 168, 171,
+    175, 176, 177, 178, 180, 181, 184, 185, 186, 187, 188, 189, 190, 191, 192,
+    193, 194, 195, 196, 197, 198, 199, 200)
+# COCO 2017 with panoptic masks, as README's "Panoptic datasets" writes it.
+COCO_PANOPTIC_INPUT_PATH_BASE = 'coco_panoptic'
+
+
+@exp_factory.register_config_factory('unipercepnet_panoptic_coco')
+def unipercepnet_panoptic_coco() -> cfg.ExperimentConfig:
+  """UniPercepNet-S Panoptic: the COCO recipe plus the semantic head.
+
+  RegNetX-4.0GF + channel attention + SAM, 3x; the 80 thing and 53 stuff
+  categories of COCO panoptic; PQ alongside box and mask AP.
+  """
+  model = UniPercepNet(panoptic=Panoptic(
+      stuff_category_ids=list(COCO_STUFF_CATEGORY_IDS)))
+  config = _dataset_experiment(
+      model, COCO_PANOPTIC_INPUT_PATH_BASE,
+      os.path.join(COCO_PANOPTIC_INPUT_PATH_BASE, 'instances_val2017.json'),
+      COCO_TRAIN_EXAMPLES, COCO_VAL_EXAMPLES, test_scale=COCO_TEST_SCALE)
+  config.task.category_ids = list(COCO_CATEGORY_IDS)
+  return config
+
+
+# The built-in synthetic panoptic set (data/shapes_panoptic.py): the shapes
+# (things 1, 2, 4) over sky, road and grass (stuff 92, 93, 94), 128x128.
+SHAPES_PANOPTIC_DATA_DIR = os.path.join('data', 'shapes_panoptic')
+SHAPES_STUFF_CATEGORY_IDS = (92, 93, 94)
+
+
+@exp_factory.register_config_factory('unipercepnet_panoptic_shapes')
+def unipercepnet_panoptic_shapes() -> cfg.ExperimentConfig:
+  """The shapes recipe with a narrow semantic head, on the panoptic shapes.
+
+  The fusion's stuff area threshold is the recipe's 4096 pixels of an
+  800x1344 input scaled to the 256x256 one (the same fraction of the
+  image): 256 pixels.
+  """
+  panoptic = Panoptic(
+      stuff_category_ids=list(SHAPES_STUFF_CATEGORY_IDS),
+      semantic_head=SemanticHead(num_filters=[64, 32, 32], num_groups=8),
+      fusion=PanopticFusion(stuff_area_threshold=256))
+  return _shapes_experiment(SHAPES_PANOPTIC_DATA_DIR, panoptic)
+
+
+# BDD100K panoptic segmentation as `data/bdd100k_panoptic.py` writes it:
+# the 7k train / 1k val images of 1280x720, BDD100K's 40 pan_seg categories:
+# things 31..40 (person, rider, bicycle, bus, car, caravan, motorcycle,
+# trailer, train, truck), stuff 1..30.
+BDD100K_PANOPTIC_INPUT_PATH_BASE = 'bdd100k_pan_seg'
+BDD100K_THING_CATEGORY_IDS = tuple(range(31, 41))
+BDD100K_STUFF_CATEGORY_IDS = tuple(range(1, 31))
+
+
+@exp_factory.register_config_factory('unipercepnet_panoptic_bdd100k')
+def unipercepnet_panoptic_bdd100k() -> cfg.ExperimentConfig:
+  """UniPercepNet-S Panoptic on BDD100K: the BDD100K recipe (1280x736, 3x)
+  plus the semantic head."""
+  model = UniPercepNet(
+      num_classes=len(BDD100K_THING_CATEGORY_IDS), input_size=[736, 1280, 3],
+      panoptic=Panoptic(stuff_category_ids=list(BDD100K_STUFF_CATEGORY_IDS)))
+  config = _dataset_experiment(
+      model, BDD100K_PANOPTIC_INPUT_PATH_BASE,
+      os.path.join(BDD100K_PANOPTIC_INPUT_PATH_BASE, 'val.json'),
+      BDD100K_TRAIN_EXAMPLES, BDD100K_VAL_EXAMPLES)
+  config.task.category_ids = list(BDD100K_THING_CATEGORY_IDS)
+  return config

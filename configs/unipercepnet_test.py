@@ -10,6 +10,8 @@ from official.modeling import hyperparams
 from official.modeling.optimization import optimizer_factory
 from configs import schedule
 from configs import unipercepnet as exp_cfg
+from data import bdd100k_panoptic
+from data import shapes_panoptic
 import registry_imports  # pylint: disable=unused-import
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,3 +122,33 @@ def test_restrictions_name_both_settings_of_a_contradiction():
                                                 is_strict=True)
       with pytest.raises(KeyError, match=f'{key.split(".")[-1]}.*{other}'):
         params.validate()
+
+
+def test_panoptic_experiments_name_their_datasets_categories():
+  expected = {
+      'unipercepnet_panoptic_coco': (
+          list(exp_cfg.COCO_CATEGORY_IDS), 53, 'coco_panoptic'),
+      'unipercepnet_panoptic_bdd100k': (
+          bdd100k_panoptic.THING_CATEGORY_IDS,
+          len(bdd100k_panoptic.STUFF_CATEGORY_IDS), 'bdd100k_pan_seg'),
+      'unipercepnet_panoptic_shapes': (
+          sorted(shapes_panoptic.THING_CATEGORIES),
+          len(shapes_panoptic.STUFF_CATEGORIES), 'shapes_panoptic'),
+  }
+  for name, (things, num_stuff, data_dir) in expected.items():
+    params = exp_factory.get_exp_config(name)
+    params.validate()
+    task = params.task
+    stuff = task.model.panoptic.stuff_category_ids
+    assert len(stuff) == num_stuff and not set(stuff) & set(things), name
+    if task.category_ids is not None:
+      assert task.category_ids == list(things), name
+    assert task.model.num_classes == len(things), name
+    assert task.model.include_mask, name
+    assert data_dir in task.train_data.input_path, name
+    assert task.losses.semantic_weight == 0.5
+  assert (exp_factory.get_exp_config('unipercepnet_panoptic_bdd100k').task
+          .model.panoptic.stuff_category_ids ==
+          bdd100k_panoptic.STUFF_CATEGORY_IDS)
+  assert sorted(shapes_panoptic.STUFF_CATEGORIES) == list(
+      exp_cfg.SHAPES_STUFF_CATEGORY_IDS)

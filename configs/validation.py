@@ -124,6 +124,15 @@ def range_errors(params: base_config.Config) -> List[str]:
   need('task.train_data.parser.aug_scale_max',
        lambda v: v >= params.task.train_data.parser.aug_scale_min,
        '>= task.train_data.parser.aug_scale_min')
+  fraction = lambda v: 0 <= v <= 1
+  need('task.losses.semantic_weight', lambda v: v >= 0, '>= 0')
+  need('task.model.panoptic.stuff_category_ids',
+       lambda v: all(0 < i < 255 for i in v) and len(set(v)) == len(v),
+       'distinct ids in 1..254 (the records\' uint8 panoptic masks)')
+  for key in ('score_threshold', 'overlap_threshold', 'mask_threshold'):
+    need(f'task.model.panoptic.fusion.{key}', fraction, 'in [0, 1]')
+  need('task.model.panoptic.fusion.stuff_area_threshold',
+       lambda v: v >= 0, '>= 0')
   lr = params.trainer.optimizer_config.learning_rate
   if lr.type:
     schedule = lr.get()

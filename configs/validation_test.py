@@ -8,7 +8,9 @@ import registry_imports  # pylint: disable=unused-import
 from configs import validation
 
 EXPERIMENTS = ('unipercepnet_coco', 'unipercepnet_r50_coco',
-               'unipercepnet_bdd100k', 'unipercepnet_shapes')
+               'unipercepnet_bdd100k', 'unipercepnet_shapes',
+               'unipercepnet_panoptic_coco', 'unipercepnet_panoptic_bdd100k',
+               'unipercepnet_panoptic_shapes')
 
 
 def _override(override: str):
@@ -60,6 +62,11 @@ def test_ints_are_floats_and_none_is_optional():
     ('trainer.optimizer_config.learning_rate.step_cosine_with_offset.values='
      '[0.003, 0.003, -1.0, 0.0]',
      'trainer.optimizer_config.learning_rate.step_cosine_with_offset.values'),
+    ('task.model.panoptic.stuff_category_ids=[5, 300]',
+     'task.model.panoptic.stuff_category_ids is [5, 300]'),
+    ('task.model.panoptic.fusion.score_threshold=1.5',
+     'task.model.panoptic.fusion.score_threshold is 1.5'),
+    ('task.losses.semantic_weight=-1', 'task.losses.semantic_weight is -1'),
 ])
 def test_out_of_range_values_name_the_key(override, key):
   with pytest.raises(ValueError) as e:

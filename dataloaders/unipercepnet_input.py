@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from configs import unipercepnet as unipercepnet_cfg
+from dataloaders import panoptic_decoder
 from dataloaders import unipercepnet_parser
 from dataloaders.ops import mosaic as mosaic_lib
 from official.core import input_reader
@@ -33,9 +34,10 @@ def _check_input_path(input_path: Union[str, Sequence[str]]) -> None:
 
 def build_parser(data_config: unipercepnet_cfg.DataConfig,
                  output_size: Sequence[int],
-                 category_ids: Optional[Sequence[int]] = None
+                 category_ids: Optional[Sequence[int]] = None,
+                 stuff_category_ids: Optional[Sequence[int]] = None
                  ) -> unipercepnet_parser.Parser:
-  """Builds a `Parser` from a `DataConfig`."""
+  """Builds a `Parser` from a `DataConfig` (panoptic with stuff ids)."""
   p = data_config.parser
   return unipercepnet_parser.Parser(
       output_size=output_size,
@@ -49,7 +51,8 @@ def build_parser(data_config: unipercepnet_cfg.DataConfig,
       test_scale=p.test_scale,
       skip_crowd_during_training=p.skip_crowd_during_training,
       category_ids=category_ids,
-      dtype=data_config.dtype)
+      dtype=data_config.dtype,
+      stuff_category_ids=stuff_category_ids)
 
 
 def _records_up_to_damage(path) -> tf.data.Dataset:
@@ -61,7 +64,8 @@ def build_dataset(data_config: unipercepnet_cfg.DataConfig,
                   output_size: Sequence[int],
                   category_ids: Optional[Sequence[int]] = None,
                   stage: int = 2,
-                  input_context: Optional[tf.distribute.InputContext] = None
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  stuff_category_ids: Optional[Sequence[int]] = None
                   ) -> tf.data.Dataset:
   """Builds the batched (image, labels) dataset with Model Garden's reader.
 
@@ -79,6 +83,8 @@ def build_dataset(data_config: unipercepnet_cfg.DataConfig,
     stage: 1 or 2; ignored when not training.
     input_context: optional `tf.distribute.InputContext` (sharding and the
       per-replica batch size).
+    stuff_category_ids: a panoptic model's stuff ids: the records' panoptic
+      masks are read too (`panoptic_decoder.py`).
 
   Returns:
     A `tf.data.Dataset` of (image [B, H, W, 3], labels) batches.
@@ -90,8 +96,11 @@ def build_dataset(data_config: unipercepnet_cfg.DataConfig,
   if stage not in (1, 2):
     raise ValueError(f'stage must be 1 or 2, got {stage}.')
   _check_input_path(data_config.input_path)
-  parser = build_parser(data_config, output_size, category_ids)
-  decoder = tf_example_decoder.TfExampleDecoder(
+  parser = build_parser(data_config, output_size, category_ids,
+                        stuff_category_ids)
+  decoder_cls = (panoptic_decoder.PanopticTfExampleDecoder if parser.panoptic
+                 else tf_example_decoder.TfExampleDecoder)
+  decoder = decoder_cls(
       include_mask=True,
       regenerate_source_id=(
           data_config.decoder.simple_decoder.regenerate_source_id))

@@ -17,6 +17,14 @@ image, the boxes and the crops together. Pipelines, all ending with padding
       random crop + horizontal flip -> YOLOX HSV jitter.
   stage 2 (train): resize to fit output_size + flip -> HSV jitter.
   eval: resize to fit output_size, top-left, no augmentation.
+
+A panoptic parser (`stuff_category_ids`) reads the records' panoptic masks
+too (`panoptic_decoder.py`): training labels gain the semantic head's target
+'gt_semantic' (0 things, 1..S stuff, `IGNORE_LABEL` void), moved by the same
+transform (nearest-neighbour); evaluation labels gain the ground truth of
+the panoptic quality, 'gt_panoptic_category_mask' (dataset ids) and
+'gt_panoptic_instance_mask' (instance ids, `CROWD_INSTANCE_ID` on the
+pixels of crowd annotations' masks), at the network input's resolution.
 """
 
 from typing import Dict, Mapping, Optional, Sequence, Tuple
@@ -25,12 +33,45 @@ import numpy as np
 import tensorflow as tf
 
 from dataloaders.ops import augment_ops
-from official_ext.vision.ops import mask_ops
 from dataloaders.ops import preprocess_ops
 from dataloaders.ops import transforms
 from official.vision.dataloaders import utils
 from official.vision.ops import box_ops
 from official.vision.ops import preprocess_ops as preprocess_ops_lib
+from official_ext.vision.ops import mask_ops
+
+# The semantic target of void pixels (modeling/heads/semantic_head.py's).
+IGNORE_LABEL = 255
+# The instance id of crowd pixels in the panoptic ground truth
+# (official_ext/vision/evaluation/panoptic_quality.py's).
+CROWD_INSTANCE_ID = 255
+
+
+def semantic_lookup_table(thing_category_ids: Sequence[int],
+                          stuff_category_ids: Sequence[int]) -> np.ndarray:
+  """uint8 [256]: dataset category id -> semantic class.
+
+  Thing ids go to 0 ("things"), stuff id i of `stuff_category_ids` to i + 1,
+  every other id (0 = void, unknown ids) to IGNORE_LABEL.
+
+  Raises:
+    ValueError: if an id is outside 1..254 or both a thing and a stuff id.
+  """
+  things, stuff = [int(i) for i in thing_category_ids], [
+      int(i) for i in stuff_category_ids]
+  both = sorted(set(things) & set(stuff))
+  if both:
+    raise ValueError(f'Category ids {both} are both things '
+                     '(task.category_ids) and stuff '
+                     '(model.panoptic.stuff_category_ids).')
+  bad = [i for i in things + stuff if not 0 < i < IGNORE_LABEL]
+  if bad:
+    raise ValueError(f'Panoptic category ids must be in 1..254 (the records '
+                     f'store them as uint8 PNGs), got {bad}.')
+  table = np.full([256], IGNORE_LABEL, np.uint8)
+  table[things] = 0
+  table[stuff] = np.arange(1, len(stuff) + 1)
+  return table
 
 
 def category_lookup_table(category_ids: Sequence[int]) -> np.ndarray:
@@ -92,7 +133,8 @@ class Parser:
                skip_crowd_during_training: bool = True,
                category_ids: Optional[Sequence[int]] = None,
                dtype: str = 'float32',
-               hflip_prob: float = 0.5):
+               hflip_prob: float = 0.5,
+               stuff_category_ids: Optional[Sequence[int]] = None):
     """Initialises the parser.
 
     Args:
@@ -113,6 +155,8 @@ class Parser:
         i + 1 and other ids are dropped. None: ids are already 1..K.
       dtype: dtype of the output image.
       hflip_prob: flip probability when `aug_rand_hflip` (1.0 forces it).
+      stuff_category_ids: a panoptic parser's stuff ids (needs
+        `category_ids`, the things); None: an instance parser.
     """
     self._output_size = [int(s) for s in output_size]
     self._max_num_instances = max_num_instances
@@ -127,6 +171,16 @@ class Parser:
     self._category_table = (None if category_ids is None else
                             category_lookup_table(category_ids))
     self._dtype = tf.dtypes.as_dtype(dtype)
+    self._semantic_table = None
+    if stuff_category_ids:
+      if category_ids is None:
+        raise ValueError('A panoptic parser needs the thing category_ids.')
+      self._semantic_table = semantic_lookup_table(category_ids,
+                                                   stuff_category_ids)
+
+  @property
+  def panoptic(self) -> bool:
+    return self._semantic_table is not None
 
   # --------------------------------------------------------------- prepare.
   def prepare(self, decoded: Mapping[str, tf.Tensor],
@@ -141,7 +195,10 @@ class Parser:
       A dict with 'image' (uint8 [h, w, 3], as decoded), 'image_shape' (int32
       [2]), 'boxes' (float32 [n, 4] yxyx pixels), 'classes' (int32 [n],
       contiguous), 'masks' (float32 [n, S, S] box crops), 'is_crowd' (bool
-      [n]), 'num_instances' (int32), 'source_id', 'height', 'width'.
+      [n]), 'num_instances' (int32), 'source_id', 'height', 'width'; a
+      panoptic parser adds 'semantic' (uint8 [h, w, 1]) and in evaluation
+      'panoptic' (uint8 [h, w, 2]: category ids, instance ids with crowd
+      pixels marked).
     """
     image = decoded['image']
     image_shape = tf.shape(image)[0:2]
@@ -155,10 +212,10 @@ class Parser:
     boxes = box_ops.denormalize_boxes(
         tf.gather(tf.cast(decoded['groundtruth_boxes'], tf.float32), indices),
         image_shape)
-    masks = tf.gather(decoded['groundtruth_instance_masks'], indices)
-    masks = mask_ops.crop_and_resize_cells(masks, boxes,
-                                           self._mask_crop_size)
-    return {
+    full_masks = decoded['groundtruth_instance_masks']
+    masks = mask_ops.crop_and_resize_cells(tf.gather(full_masks, indices),
+                                           boxes, self._mask_crop_size)
+    prepared = {
         'image': image,
         'image_shape': image_shape,
         'boxes': boxes,
@@ -170,6 +227,32 @@ class Parser:
         'height': decoded['height'],
         'width': decoded['width'],
     }
+    if self.panoptic:
+      prepared.update(self._prepare_panoptic(decoded, full_masks, classes,
+                                             is_crowd, is_training))
+    return prepared
+
+  def _prepare_panoptic(self, decoded: Mapping[str, tf.Tensor],
+                        full_masks: tf.Tensor, classes: tf.Tensor,
+                        is_crowd: tf.Tensor,
+                        is_training: bool) -> Dict[str, tf.Tensor]:
+    """The semantic target and, in evaluation, the panoptic ground truth."""
+    category = decoded['groundtruth_panoptic_category_mask']
+    semantic = tf.gather(tf.constant(self._semantic_table),
+                         tf.cast(category, tf.int32))
+    out = {'semantic': semantic[:, :, tf.newaxis]}
+    if not is_training:
+      instance = decoded['groundtruth_panoptic_instance_mask']
+      # Crowd pixels: those of the known crowd annotations' masks that the
+      # panoptic masks give to a thing (whatever instance id they carry).
+      crowd = tf.gather(full_masks,
+                        tf.where(tf.logical_and(is_crowd, classes > 0))[:, 0])
+      crowd = tf.logical_and(tf.reduce_any(crowd > 0.5, axis=0),
+                             tf.equal(semantic, 0))
+      instance = tf.where(crowd, tf.constant(CROWD_INSTANCE_ID, tf.uint8),
+                          instance)
+      out['panoptic'] = tf.stack([category, instance], axis=-1)
+    return out
 
   # -------------------------------------------------------------- geometry.
   def _apply(self, transform: transforms.GeometricTransform,
@@ -231,7 +314,11 @@ class Parser:
     image = preprocess_ops.normalize_for_network(image, transform,
                                                  self._pad_value, self._dtype)
     classes = tf.gather(prepared['classes'], indices)
-    return image, self._labels(transform.image_info, boxes, classes, masks)
+    labels = self._labels(transform.image_info, boxes, classes, masks)
+    if self.panoptic:
+      labels['gt_semantic'] = tf.cast(transform.apply_label_map(
+          prepared['semantic'], IGNORE_LABEL)[:, :, 0], tf.int32)
+    return image, labels
 
   def parse_train(self, decoded: Mapping[str, tf.Tensor],
                   stage: int) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
@@ -274,6 +361,11 @@ class Parser:
         'height': prepared['height'],
         'width': prepared['width'],
     })
+    if self.panoptic:
+      panoptic = tf.cast(transform.apply_label_map(prepared['panoptic'], 0),
+                         tf.int32)
+      labels['gt_panoptic_category_mask'] = panoptic[:, :, 0]
+      labels['gt_panoptic_instance_mask'] = panoptic[:, :, 1]
     return image, labels
 
   def parse_eval(self, decoded: Mapping[str, tf.Tensor]

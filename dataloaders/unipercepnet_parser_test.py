@@ -10,9 +10,9 @@ import tensorflow as tf
 from configs import unipercepnet as unipercepnet_cfg
 from data import coco_utils
 from dataloaders import unipercepnet_parser
-from official_ext.vision.ops import mask_ops
 from official.vision.data import create_coco_tf_record
 from official.vision.dataloaders import tf_example_decoder
+from official_ext.vision.ops import mask_ops
 
 
 _MEAN = np.array(unipercepnet_cfg.MEAN_RGB, np.float32)

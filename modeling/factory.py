@@ -10,12 +10,14 @@ from official.vision.modeling.decoders import factory as decoder_factory
 from official_ext.vision.modeling import backbones  # pylint: disable=unused-import
 from official_ext.vision.modeling import decoders  # pylint: disable=unused-import
 from official_ext.vision.modeling.layers import detection_generator
+from official_ext.vision.modeling.layers import panoptic_fusion
 from official_ext.vision.modeling.layers import roi_aligner
 from configs import losses as losses_cfg
 from configs import unipercepnet as cfg
 from modeling import mask_targets
 from modeling import unipercepnet_model
 from modeling.heads import mask_head as mask_head_lib
+from modeling.heads import semantic_head as semantic_head_lib
 from modeling.heads import tood_head
 
 
@@ -105,6 +107,37 @@ def build_unipercepnet(
                    mask_cfg.upsample_factor),
         **(mask_targets_config or losses_cfg.MaskTargets()).as_dict())
 
+  semantic_head, fusion = None, None
+  panoptic = model_config.panoptic
+  if panoptic.stuff_category_ids:
+    if not model_config.include_mask:
+      raise ValueError('model.panoptic.stuff_category_ids needs '
+                       'model.include_mask: the things are instance masks.')
+    num_stuff = len(panoptic.stuff_category_ids)
+    head_cfg = panoptic.semantic_head
+    semantic_head = semantic_head_lib.SemanticHead(
+        num_classes=num_stuff + 1,
+        num_filters=head_cfg.num_filters,
+        num_groups=head_cfg.num_groups,
+        upsample_factor=head_cfg.upsample_factor,
+        kernel_regularizer=l2_regularizer,
+        name='semantic_head')
+    if semantic_head.output_stride_factor != 2**model_config.level:
+      raise ValueError(
+          'model.panoptic.semantic_head upsamples by '
+          f'{semantic_head.output_stride_factor} (2 ** len(num_filters) * '
+          'upsample_factor), not the feature stride '
+          f'{2**model_config.level}: its logits would not match the input.')
+    fusion_cfg = panoptic.fusion
+    fusion = panoptic_fusion.PanopticFusion(
+        num_thing_classes=model_config.num_classes,
+        num_stuff_classes=num_stuff,
+        score_threshold=fusion_cfg.score_threshold,
+        overlap_threshold=fusion_cfg.overlap_threshold,
+        stuff_area_threshold=fusion_cfg.stuff_area_threshold,
+        mask_threshold=fusion_cfg.mask_threshold,
+        name='panoptic_fusion')
+
   return unipercepnet_model.UniPercepNetModel(
       backbone=backbone,
       decoder=decoder,
@@ -115,7 +148,9 @@ def build_unipercepnet(
       mask_target_sampler=sampler,
       level=level,
       max_mask_rois=max_mask_rois,
-      clip_boxes=gen.clip_boxes)
+      clip_boxes=gen.clip_boxes,
+      semantic_head=semantic_head,
+      panoptic_fusion=fusion)
 
 
 def build_and_trace(model: unipercepnet_model.UniPercepNetModel,

@@ -5,6 +5,10 @@
   training:  the raw head outputs; with ground truth, the mask target
              sampler's RoIs -> RoIAlign on P -> mask head, and their targets
   inference: top-k + class-wise NMS -> boxes -> RoIAlign on P -> mask head
+  panoptic (with a semantic head): P -> semantic head -> per-pixel logits of
+             the stuff classes and one "things" class at the input size;
+             inference fuses them with the detections (Panoptic-FPN) into
+             `category_mask` and `instance_mask`
 """
 
 from typing import Any, Dict, Mapping, Optional
@@ -30,8 +34,15 @@ class UniPercepNetModel(tf_keras.Model):
                level: str = '5',
                max_mask_rois: Optional[int] = None,
                clip_boxes: bool = False,
+               semantic_head: Optional[tf_keras.layers.Layer] = None,
+               panoptic_fusion: Optional[tf_keras.layers.Layer] = None,
                **kwargs):
     super().__init__(**kwargs)
+    if (semantic_head is None) != (panoptic_fusion is None):
+      raise ValueError('semantic_head and panoptic_fusion go together.')
+    if semantic_head is not None and mask_head is None:
+      raise ValueError('A panoptic model (semantic_head) needs the mask '
+                       'head: its things are the instance masks.')
     if not ((mask_head is None) == (mask_roi_aligner is None) ==
             (mask_target_sampler is None)):
       raise ValueError('mask_head, mask_roi_aligner and mask_target_sampler '
@@ -48,6 +59,8 @@ class UniPercepNetModel(tf_keras.Model):
         'level': str(level),
         'max_mask_rois': max_mask_rois,
         'clip_boxes': clip_boxes,
+        'semantic_head': semantic_head,
+        'panoptic_fusion': panoptic_fusion,
     }
     self.backbone = backbone
     self.decoder = decoder
@@ -55,6 +68,13 @@ class UniPercepNetModel(tf_keras.Model):
     self.detection_generator = detection_generator
     self.mask_head = mask_head
     self.mask_roi_aligner = mask_roi_aligner
+    if semantic_head is not None:
+      # Only a panoptic model tracks it: an instance model's checkpoints keep
+      # their layout.
+      self.semantic_head = semantic_head
+    else:
+      self._hold_untracked('semantic_head', None)
+    self._hold_untracked('panoptic_fusion', panoptic_fusion)
     self._hold_untracked('mask_target_sampler', mask_target_sampler)
 
   @tf.__internal__.tracking.no_automatic_dependency_tracking
@@ -69,6 +89,10 @@ class UniPercepNetModel(tf_keras.Model):
   @property
   def include_mask(self) -> bool:
     return self.mask_head is not None
+
+  @property
+  def include_panoptic(self) -> bool:
+    return self.semantic_head is not None
 
   @property
   def feature_shape(self) -> tf.TensorShape:
@@ -121,16 +145,22 @@ class UniPercepNetModel(tf_keras.Model):
       training: the head's outputs (see `TOODHead.call`); with a mask head
         and ground truth, also (see `MaskTargetSampler`) `mask_logits`
         `[B, R, M, M]` of the sampled foreground RoIs, `mask_targets`
-        `[B, R, M, M]` and `mask_weights` `[B, R]` (1 for foreground RoIs).
+        `[B, R, M, M]` and `mask_weights` `[B, R]` (1 for foreground RoIs);
+        with a semantic head `semantic_logits` `[B, H, W, S + 1]`.
       inference: `detection_boxes` `[B, D, 4]` (yxyx, pixels),
         `detection_scores` `[B, D]`, `detection_classes` `[B, D]` int32
         (1-based, 0 for padding), `num_detections` `[B]`, and with masks
         `detection_masks` `[B, D, M, M]` probabilities (computed for the
         best `max_mask_rois` detections, zeros in later slots); plus the dense
-        `cls_scores` and `box_preds`.
+        `cls_scores` and `box_preds`; with a semantic head `category_mask`
+        and `instance_mask` `[B, H, W]` int32 (see `PanopticFusion`: 0
+        void, 1..K thing classes, K + c stuff class c; d + 1 for detection
+        slot d, 0 for stuff and void).
     """
     features = self.features(images, training=training)
     outputs = self.head(features, training=training)
+    if self.include_panoptic and training:
+      outputs['semantic_logits'] = self.semantic_head(features)
     if training:
       if not self.include_mask:
         if gt_masks is not None:
@@ -140,6 +170,7 @@ class UniPercepNetModel(tf_keras.Model):
             features, outputs, gt_boxes, gt_classes, gt_masks))
       return outputs
 
+    valid_shape = image_shape
     boxes = outputs['box_preds']
     if self._config_dict['clip_boxes']:
       if image_shape is None:
@@ -158,6 +189,23 @@ class UniPercepNetModel(tf_keras.Model):
       detections['detection_masks'] = self._detection_masks(
           features, detections['detection_boxes'],
           detections['detection_classes'])
+    if self.include_panoptic:
+      batch_shape = tf.shape(images)[0:3]
+      if valid_shape is None:
+        valid_size = tf.tile(batch_shape[None, 1:3], [batch_shape[0], 1])
+      else:
+        valid_size = tf.cast(tf.math.ceil(
+            tf.cast(valid_shape, tf.float32) - 1e-3), tf.int32)
+        if valid_size.shape.rank == 1:
+          valid_size = tf.tile(valid_size[None], [batch_shape[0], 1])
+      detections.update(self.panoptic_fusion(
+          detection_boxes=detections['detection_boxes'],
+          detection_scores=detections['detection_scores'],
+          detection_classes=detections['detection_classes'],
+          detection_masks=detections['detection_masks'],
+          num_detections=detections['num_detections'],
+          semantic_logits=self.semantic_head(features),
+          valid_size=valid_size))
     detections['cls_scores'] = outputs['cls_scores']
     detections['box_preds'] = boxes
     return detections
@@ -203,6 +251,8 @@ class UniPercepNetModel(tf_keras.Model):
       items['decoder'] = self.decoder
     if self.mask_head is not None:
       items['mask_head'] = self.mask_head
+    if self.semantic_head is not None:
+      items['semantic_head'] = self.semantic_head
     return items
 
   def get_config(self) -> Mapping[str, Any]:

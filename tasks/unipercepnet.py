@@ -4,6 +4,7 @@ import os
 from typing import Dict, List, Mapping, Optional
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -22,6 +23,8 @@ from losses import unipercepnet_losses
 from modeling import checkpoints
 from modeling import factory
 from modeling import unipercepnet_model
+from modeling.heads import semantic_head
+from official_ext.vision.evaluation import panoptic_quality
 from official_ext.vision.ops import xla_utils
 from tasks import divergence
 
@@ -136,7 +139,9 @@ class UniPercepNetTask(base_task.Task):
     kwargs = dict(data_config=params,
                   output_size=self.task_config.model.input_size[:2],
                   category_ids=self.category_ids,
-                  input_context=input_context)
+                  input_context=input_context,
+                  stuff_category_ids=(
+                      self.task_config.model.panoptic.stuff_category_ids))
     if not params.is_training:
       return unipercepnet_input.build_dataset(stage=2, **kwargs)
     stage2_step = params.parser.stage2_epoch * self._steps_per_epoch()
@@ -158,6 +163,13 @@ class UniPercepNetTask(base_task.Task):
       self._derived_steps_per_epoch = schedule_lib.steps_per_epoch(
           self.task_config, cache_dir=self.logging_dir)
     return self._derived_steps_per_epoch
+
+  @property
+  def panoptic_category_ids(self) -> List[int]:
+    """Dataset category id of each panoptic class id (0: void, then the
+    things 1..K, then the stuff K+1..K+S)."""
+    return ([0] + list(self.category_ids) +
+            list(self.task_config.model.panoptic.stuff_category_ids))
 
   @property
   def category_ids(self) -> List[int]:
@@ -190,7 +202,8 @@ class UniPercepNetTask(base_task.Task):
 
     Returns:
       'cls_loss', 'box_loss', 'num_positives', with a mask head 'mask_loss',
-      with aux losses 'l2_loss', and their weighted sum 'total_loss'.
+      with a semantic head 'semantic_loss' (labels 'gt_semantic'), with aux
+      losses 'l2_loss', and their weighted sum 'total_loss'.
     """
     params = self.task_config.losses
     if epoch is None:
@@ -206,6 +219,10 @@ class UniPercepNetTask(base_task.Task):
           model_outputs['mask_logits'], model_outputs['mask_targets'],
           model_outputs['mask_weights'])
       total += params.mask_weight * losses['mask_loss']
+    if 'semantic_logits' in model_outputs:
+      losses['semantic_loss'] = semantic_head.semantic_loss(
+          model_outputs['semantic_logits'], labels['gt_semantic'])
+      total += params.semantic_weight * losses['semantic_loss']
     if aux_losses:
       losses['l2_loss'] = tf.add_n(aux_losses)
       total += losses['l2_loss']
@@ -216,9 +233,18 @@ class UniPercepNetTask(base_task.Task):
     names = ['total_loss', 'cls_loss', 'box_loss', 'num_positives']
     if self.task_config.model.include_mask:
       names.append('mask_loss')
+    if self.task_config.model.panoptic.stuff_category_ids:
+      names.append('semantic_loss')
     if training:
       return [tf_keras.metrics.Mean(n, dtype=tf.float32) for n in names]
     self.coco_metric = self._build_coco_evaluator()
+    self.panoptic_metric = None
+    if self.task_config.model.panoptic.stuff_category_ids:
+      ids = self.panoptic_category_ids
+      is_thing = np.zeros([max(ids) + 1], bool)
+      is_thing[list(self.category_ids)] = True
+      self.panoptic_metric = panoptic_quality.PanopticQualityEvaluator(
+          num_categories=max(ids) + 1, is_thing=is_thing, ignored_label=0)
     return []
 
   def _build_coco_evaluator(self) -> coco_evaluator.COCOEvaluator:
@@ -327,17 +353,43 @@ class UniPercepNetTask(base_task.Task):
     }
     if model.include_mask:
       predictions['detection_masks'] = outputs['detection_masks']
-    return {self.coco_metric.name: predictions}
+    logs = {self.coco_metric.name: predictions}
+    if getattr(self, 'panoptic_metric', None) is not None:
+      panoptic_table = tf.constant(self.panoptic_category_ids, tf.int32)
+      logs[self.panoptic_metric.name] = {
+          'category_mask': tf.gather(panoptic_table,
+                                     outputs['category_mask']),
+          'instance_mask': outputs['instance_mask'],
+          'gt_category_mask': labels['gt_panoptic_category_mask'],
+          'gt_instance_mask': labels['gt_panoptic_instance_mask'],
+          'valid_size': tf.cast(tf.round(info[:, 0, :] * info[:, 2, :]),
+                                tf.int32),
+      }
+    return logs
 
   def aggregate_logs(self, state=None, step_outputs=None):
+    panoptic_metric = getattr(self, 'panoptic_metric', None)
     if state is None:
       self.coco_metric.reset_states()
+      if panoptic_metric is not None:
+        panoptic_metric.reset_states()
       state = self.coco_metric
     self.coco_metric.update_state(None, step_outputs[self.coco_metric.name])
+    if panoptic_metric is not None:
+      # Tensors, or per-replica tuples of them (the metric takes both).
+      logs = step_outputs[panoptic_metric.name]
+      panoptic_metric.update_state(
+          {'category_mask': logs['gt_category_mask'],
+           'instance_mask': logs['gt_instance_mask'],
+           'valid_size': logs['valid_size']},
+          {'category_mask': logs['category_mask'],
+           'instance_mask': logs['instance_mask']})
     return state
 
   def reduce_aggregated_logs(self, aggregated_logs, global_step=None):
     metrics = self.coco_metric.result()
+    if getattr(self, 'panoptic_metric', None) is not None:
+      metrics.update(self.panoptic_metric.result())
     if self.logging_dir:
       # The latest evaluation, for train.py's report and for scripts.
       record = {k: float(v) for k, v in metrics.items()}

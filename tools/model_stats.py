@@ -6,7 +6,8 @@ r"""Prints parameter counts and multiply-adds of an experiment's model.
 
 One JSON line: trainable and total parameters, and GMACs of the inference
 graph at that size: the dense part (backbone, decoder, head), the mask head
-per RoI, and their total with `num_rois` mask RoIs. MACs are half the float
+per RoI, a panoptic model's semantic head, and their total with `num_rois`
+mask RoIs (the panoptic fusion's pasting and comparisons are not counted). MACs are half the float
 operations TensorFlow's profiler counts in the frozen graphs (convolutions,
 matmuls and the few element-wise ops it knows; gathers, NMS and RoIAlign
 count as zero).
@@ -129,7 +130,14 @@ def mac_counts(model, model_cfg, num_rois: int = 100) -> dict:
   per_roi = count_macs(model.mask_head, roi_spec, class_spec) / rois
   stats['mask_gmacs_per_roi'] = round(per_roi / 1e9, 4)
   stats['num_rois'] = num_rois
-  stats['total_gmacs'] = round((dense_macs + num_rois * per_roi) / 1e9, 3)
+  total = dense_macs + num_rois * per_roi
+  if model.include_panoptic:
+    feature_spec = tf.TensorSpec([1] + model.feature_shape[1:].as_list(),
+                                 tf.float32)
+    semantic = count_macs(model.semantic_head, feature_spec)
+    stats['semantic_gmacs'] = round(semantic / 1e9, 3)
+    total += semantic
+  stats['total_gmacs'] = round(total / 1e9, 3)
   return stats
 
 

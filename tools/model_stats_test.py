@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
+from modeling.heads import semantic_head
 from tools import model_stats
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,3 +97,21 @@ def test_cli_names_a_missing_config_file():
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   assert result.returncode != 0
   assert '/nonexistent.yaml' in result.stderr
+
+
+def test_panoptic_coco_semantic_head_parameters():
+  """The semantic head on the 512-channel neck: three 3x3 convs without
+  bias (512->256->128->128), their GroupNorm scales and offsets, and a 1x1
+  classifier over 53 stuff classes + 1 things class."""
+  params = model_stats.load_experiment('unipercepnet_panoptic_coco')
+  panoptic = params.task.model.panoptic
+  head = semantic_head.SemanticHead(
+      num_classes=len(panoptic.stuff_category_ids) + 1,
+      num_filters=panoptic.semantic_head.num_filters,
+      num_groups=panoptic.semantic_head.num_groups)
+  head(tf.zeros([1, 2, 2, 512]))
+  convs = 9 * (512 * 256 + 256 * 128 + 128 * 128)
+  norms = 2 * (256 + 128 + 128)
+  classifier = 128 * 54 + 54
+  assert model_stats.param_counts(head)['trainable_params'] == (
+      convs + norms + classifier) == 1_630_006

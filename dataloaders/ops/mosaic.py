@@ -18,6 +18,10 @@ MOSAIC_SIZE = 4
 # Keys of a prepared example that the mosaic consumes.
 _MOSAIC_KEYS = ('image', 'image_shape', 'boxes', 'classes', 'masks',
                 'num_instances')
+# A panoptic example's semantic target, moved with the image when present.
+_SEMANTIC_KEY = 'semantic'
+# Its value where no image lies (the semantic head's ignore label).
+_SEMANTIC_FILL = 255
 
 
 class Mosaic:
@@ -51,13 +55,15 @@ class Mosaic:
 
     Args:
       examples: 4 dicts with 'image' [h, w, 3], 'boxes' [n, 4] pixel yxyx,
-        'classes' [n], 'masks' [n, S, S] (from `Parser.prepare`).
+        'classes' [n], 'masks' [n, S, S] (from `Parser.prepare`), and
+        optionally all 'semantic' [h, w, 1] labels (255 where no image
+        lies in the mosaic).
       center: optional (y, x) integer centre; random in [0.5, 1.5] * tile
         otherwise.
 
     Returns:
       A dict with 'image' (float32 [2T, 2T, 3]), 'image_shape', 'boxes',
-      'classes', 'masks', 'num_instances'.
+      'classes', 'masks', 'num_instances' (and 'semantic').
     """
     if len(examples) != MOSAIC_SIZE:
       raise ValueError(f'mosaic needs {MOSAIC_SIZE} examples, got '
@@ -73,7 +79,7 @@ class Mosaic:
       xc = tf.cast(center[1], tf.int32)
 
     canvas = tf.zeros([canvas_size, canvas_size, 3], tf.float32)
-    all_boxes, all_classes, all_masks = [], [], []
+    all_boxes, all_classes, all_masks, all_semantic = [], [], [], []
     for i, example in enumerate(examples):
       size = tf.cast(tf.shape(example['image'])[0:2], tf.float32)
       scale = tf.minimum(tile / size[0], tile / size[1])
@@ -98,11 +104,16 @@ class Mosaic:
       all_masks.append(transform.apply_masks(
           example['masks'], example['boxes'], self._mask_crop_size))
       all_classes.append(tf.cast(example['classes'], tf.int32))
+      if _SEMANTIC_KEY in example:
+        all_semantic.append(tf.pad(
+            tf.cast(transform.visible_label(example[_SEMANTIC_KEY]),
+                    tf.int32), transform.paddings,
+            constant_values=_SEMANTIC_FILL))
     canvas += self._pad_value
     canvas.set_shape([canvas_size, canvas_size, 3])
     boxes = tf.concat(all_boxes, axis=0)
     indices = box_ops.get_non_empty_box_indices(boxes)
-    return {
+    result = {
         'image': canvas,
         'image_shape': tf.constant([canvas_size, canvas_size], tf.int32),
         'boxes': tf.gather(boxes, indices),
@@ -110,6 +121,12 @@ class Mosaic:
         'masks': tf.gather(tf.concat(all_masks, axis=0), indices),
         'num_instances': tf.shape(indices)[0],
     }
+    if all_semantic:
+      # The tiles' windows do not overlap and each is IGNORE outside its own.
+      semantic = tf.reduce_min(tf.stack(all_semantic), axis=0)
+      semantic.set_shape([canvas_size, canvas_size, 1])
+      result[_SEMANTIC_KEY] = tf.cast(semantic, tf.uint8)
+    return result
 
   def mosaic_from_batch(self, batch: Mapping[str, tf.Tensor]
                         ) -> Dict[str, tf.Tensor]:
@@ -132,11 +149,14 @@ class Mosaic:
           'classes': batch['classes'][i][:n],
           'masks': batch['masks'][i][:n],
       })
+      if _SEMANTIC_KEY in batch:
+        examples[-1][_SEMANTIC_KEY] = batch[_SEMANTIC_KEY][i][:h, :w, :]
     return self.mosaic(examples)
 
   def sample_fn(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
     """The reader's `sample_fn`: groups prepared examples by 4 into mosaics."""
-    dataset = dataset.map(lambda x: {k: x[k] for k in _MOSAIC_KEYS},
+    keys = _MOSAIC_KEYS + (_SEMANTIC_KEY,)
+    dataset = dataset.map(lambda x: {k: x[k] for k in keys if k in x},
                           num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.padded_batch(MOSAIC_SIZE, drop_remainder=True)
     return dataset.map(self.mosaic_from_batch,

@@ -120,6 +120,35 @@ class GeometricTransform:
     return self._maybe_flip(
         lambda x: augment_ops.flip_image(x, self._window[3]), image)
 
+  # ----------------------------------------------------------- label maps.
+  def visible_label(self, label: tf.Tensor) -> tf.Tensor:
+    """The label map's part the window shows, unflipped (nearest resize).
+
+    Args:
+      label: integer [height, width, C] per-pixel labels of the source.
+    """
+    size = tf.cast(self._scaled_size, tf.int32)
+    resized = tf.image.resize(
+        label, size, method=tf.image.ResizeMethod.NEAREST_NEIGHBOR)
+    start = self._window[:2] + self._offset
+    extent = self._window[2:] - self._window[:2]
+    return tf.cast(resized[start[0]:start[0] + extent[0],
+                           start[1]:start[1] + extent[1], :], label.dtype)
+
+  def apply_label_map(self, label: tf.Tensor, fill: int) -> tf.Tensor:
+    """[height, width, C] labels moved as the image, `fill` outside the
+    window (nearest-neighbour resampling keeps labels whole).
+
+    Args:
+      label: integer [h, w, C] per-pixel labels of the source image.
+      fill: the label of the canvas outside the window.
+    """
+    label = tf.pad(self.visible_label(label), self.paddings,
+                   constant_values=tf.cast(fill, label.dtype))
+    label.set_shape(self._output_size + [label.shape[-1]])
+    return self._maybe_flip(
+        lambda x: augment_ops.flip_image(x, self._window[3]), label)
+
   # ---------------------------------------------------------------- boxes.
   def _moved_boxes(self, boxes: tf.Tensor) -> tf.Tensor:
     """Resized and shifted, not clipped."""

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from official_ext.vision.ops import mask_ops
 from dataloaders.ops import transforms
+from official_ext.vision.ops import mask_ops
 
 
 def _scene():
