@@ -151,6 +151,7 @@ from pycocotools import mask as mask_lib
 import tensorflow as tf
 
 from common import atomic_io
+from common import panoptic_png
 from data import bdd100k_labels
 from data import coco_panoptic
 from data import coco_tfrecord
@@ -245,13 +246,6 @@ def thing_categories() -> List[Dict[str, Any]]:
 def stuff_segment_id(category_id: int) -> int:
   """Panoptic PNG segment id of a stuff category's segment (256 c)."""
   return category_id << 8
-
-
-def encode_segment_ids(segment_ids: np.ndarray) -> np.ndarray:
-  """uint8 [h, w, 3] RGB of segment ids: id = R + 256 G + 256^2 B."""
-  ids = segment_ids.astype(np.uint32)
-  return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255],
-                  axis=-1).astype(np.uint8)
 
 
 class Segment(NamedTuple):
@@ -413,7 +407,7 @@ def _convert_image(job: _Job) -> _Result:
   image = {'id': job.image_id, 'file_name': file_name, 'height': height,
            'width': width}
   png_name = os.path.splitext(file_name)[0] + '.png'
-  Image.fromarray(encode_segment_ids(parsed.segment_ids)).save(
+  Image.fromarray(panoptic_png.encode_segment_ids(parsed.segment_ids)).save(
       os.path.join(job.png_dir, png_name))
   ids = np.asfortranarray(parsed.segment_ids)
   segments_info, instances, mg_instances = [], [], []

@@ -91,6 +91,7 @@ from PIL import ImageDraw
 import tensorflow as tf
 
 from common import atomic_io
+from common import panoptic_png as panoptic_png_lib
 from data import coco_checks
 from data import coco_panoptic
 from data import coco_tfrecord
@@ -397,8 +398,7 @@ def panoptic_png(segments: Sequence[Dict[str, Any]],
   ids = np.zeros((size, size), dtype=np.int64)
   for k, segment in enumerate(segments):
     ids[segment['mask']] = segment_id(segment['category_id'], k)
-  return np.stack([ids % 256, ids // 256 % 256, ids // 256**2],
-                  axis=-1).astype(np.uint8)
+  return panoptic_png_lib.encode_segment_ids(ids)
 
 
 def _box(mask: np.ndarray) -> List[int]:
