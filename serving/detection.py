@@ -29,6 +29,13 @@ Outputs (D = max_num_detections):
                       batch; each image's own size is in image_info)
   image_info          float32 [B, 4, 2]  Model Garden's: original size,
                                          input size, scale, offset (0)
+A panoptic model (`model.panoptic.stuff_category_ids`) adds, at the network
+input's resolution (the original image is its top-left
+round(original size x scale) pixels):
+  category_mask       int32   [B, H, W]  dataset category id of each pixel
+                                         (thing or stuff), 0: void
+  instance_mask       int32   [B, H, W]  d + 1 on the pixels of detection
+                                         slot d, 0 for stuff and void
 """
 
 from typing import Dict, List, Optional, Sequence
@@ -38,8 +45,8 @@ import tf_keras
 
 from official.core import config_definitions as cfg
 from official.vision.serving import export_base
-from dataloaders import category_ids as category_ids_lib
 from official_ext.vision.ops import mask_ops
+from dataloaders import category_ids as category_ids_lib
 from dataloaders.ops import preprocess_ops
 from modeling import factory
 
@@ -307,6 +314,17 @@ class UniPercepNetModule(export_base.ExportModule):
         masks = paste_masks_batch(masks, boxes, (largest[0], largest[1]),
                                   image_info[:, 0, :])
       detections['detection_masks'] = masks
+    if 'category_mask' in outputs:
+      # The panoptic masks, at the network input's resolution (image_info
+      # maps it to the original image): dataset category ids (0 void) and
+      # the owning detection's slot + 1 (0 for stuff and void).
+      stuff = list(self.params.task.model.panoptic.stuff_category_ids)
+      panoptic_table = tf.constant([0] + self._category_ids + stuff,
+                                   tf.int32)
+      detections['category_mask'] = tf.gather(panoptic_table,
+                                              outputs['category_mask'])
+      detections['instance_mask'] = tf.cast(outputs['instance_mask'],
+                                            tf.int32)
     return detections
 
   @tf.function

@@ -11,6 +11,9 @@ r"""Runs UniPercepNet-S on image files: COCO results JSON and annotated PNGs.
   # With an annotation file: COCO image ids and class names from it, and
   # the box and mask AP of the predictions.
   python serving/predict.py ... --annotation_file=data/shapes/val.json
+  # A panoptic model's stuff names, from a COCO panoptic file:
+  python serving/predict.py ... \
+      --categories_file=data/shapes_panoptic/panoptic_val.json
 
 `--images` takes files, folders (their JPEG / PNG / BMP files) and globs,
 comma-separated. Any size; grayscale, palette and RGBA images are converted
@@ -20,8 +23,24 @@ to RGB. Writes:
                        bbox [x, y, w, h], score, segmentation (RLE)
   OUT/images.json      COCO `images` entries (id, file_name, height, width)
   OUT/images/*.png     each image with its detections drawn (--draw)
-  OUT/grid.png         the first --grid annotated images in one PNG
+  OUT/grid.png         the first --grid annotated images in one PNG (the
+                       panoptic drawings of a panoptic model)
   OUT/metrics.json     with --annotation_file: the 12 box and 12 mask AP
+
+A panoptic model (its outputs have 'category_mask' and 'instance_mask')
+also writes:
+
+  OUT/panoptic/*.png   each image with its panoptic segmentation drawn
+                       (--draw): stuff tinted, each thing instance in its
+                       own colour and outlined, one label per segment
+  OUT/panoptic_predictions/*.png
+                       COCO panoptic segment ids of each pixel, id = R +
+                       256 G + 256^2 B (0: void), at the image's size
+  OUT/panoptic_predictions.json
+                       {"annotations": [{"image_id", "file_name",
+                       "segments_info": [{"id", "category_id", "isthing",
+                       "area", "bbox" [x, y, w, h]}]}]}, for panopticapi
+                       (isthing: the segment is a detected instance)
 
 An image that cannot be read is reported with its path and reason and
 skipped; the others are still processed, and the exit status is 1.
@@ -45,6 +64,7 @@ from pycocotools import cocoeval
 from pycocotools import mask as mask_api
 from official.vision.ops import box_ops
 from common import atomic_io
+from common import panoptic_png
 from dataloaders import image_io
 from dataloaders.ops import preprocess_ops
 from serving import detection
@@ -61,11 +81,18 @@ COCO_METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1',
 
 @dataclasses.dataclass
 class Detections:
-  """Detections of one image, in its pixels, valid ones only."""
+  """Detections of one image, in its pixels, valid ones only.
+
+  A panoptic model's also have `category_mask` (the dataset category id of
+  each pixel, 0 void) and `instance_mask` (i + 1 on the pixels of detection
+  i, 0 for stuff and void), int32 [H, W] at the image's size.
+  """
   boxes: np.ndarray    # [N, 4] float yxyx.
   scores: np.ndarray   # [N].
   classes: np.ndarray  # [N] dataset category ids.
   masks: Optional[np.ndarray]  # [N, H, W] uint8 0/1, the image's size.
+  category_mask: Optional[np.ndarray] = None  # [H, W] int32.
+  instance_mask: Optional[np.ndarray] = None  # [H, W] int32.
 
 
 # ---------------------------------------------------------------- inputs.
@@ -95,13 +122,32 @@ read_image = image_io.read_image
 
 
 # ------------------------------------------------------------ predictors.
+def _panoptic_masks_of_image(mask: tf.Tensor, height: int, width: int,
+                             scale: np.ndarray) -> np.ndarray:
+  """int32 [height, width]: a network-resolution panoptic mask's valid
+  region (its top-left round(image size x scale) pixels), resized to the
+  image."""
+  mask = np.asarray(mask)
+  valid_height = min(max(int(round(height * float(scale[0]))), 1),
+                     mask.shape[0])
+  valid_width = min(max(int(round(width * float(scale[1]))), 1),
+                    mask.shape[1])
+  return visualize.resize_label_map(mask[:valid_height, :valid_width],
+                                    height, width).astype(np.int32)
+
+
 def _to_numpy_detections(outputs: Mapping[str, tf.Tensor], height: int,
-                         width: int, full_size_masks: bool) -> Detections:
+                         width: int, full_size_masks: bool,
+                         image_info: Optional[tf.Tensor] = None
+                         ) -> Detections:
   """The first image of a signature's outputs, masks at the image's size.
 
   `full_size_masks`: the outputs' masks are already 0/1 masks of the image
   (see `detection.UniPercepNetModule`); else box crops, pasted here as the
-  export pastes them.
+  export pastes them. Panoptic masks ('category_mask', 'instance_mask', at
+  the network input's resolution) are cut to the image's valid region and
+  resized to the image (nearest neighbour); `image_info` ([4, 2], for
+  outputs without it) gives the resize scale.
   """
   n = int(outputs['num_detections'][0])
   boxes = outputs['detection_boxes'][0, :n]
@@ -113,21 +159,37 @@ def _to_numpy_detections(outputs: Mapping[str, tf.Tensor], height: int,
                                           (height, width))
     masks = masks[0, :, :height, :width].numpy()
   boxes = boxes.numpy()
+  panoptic = {}
+  if 'category_mask' in outputs and 'instance_mask' in outputs:
+    if image_info is None:
+      image_info = outputs['image_info'][0]
+    scale = np.asarray(image_info)[2]
+    for key in ('category_mask', 'instance_mask'):
+      panoptic[key] = _panoptic_masks_of_image(outputs[key][0], height,
+                                               width, scale)
   return Detections(boxes=boxes,
                     scores=outputs['detection_scores'][0, :n].numpy(),
                     classes=outputs['detection_classes'][0, :n].numpy(),
-                    masks=masks)
+                    masks=masks, **panoptic)
 
 
 def sorted_detections(detections: Detections) -> Detections:
   """The detections ordered by class, then box (rounded to 0.01 pixel):
-  an order that does not depend on how NMS ranked equal scores."""
+  an order that does not depend on how NMS ranked equal scores. The
+  instance mask's ids follow the detections."""
   boxes = np.round(detections.boxes, 2)
   order = np.lexsort(tuple(boxes.T[::-1]) + (detections.classes,))
+  instance_mask = detections.instance_mask
+  if instance_mask is not None:
+    # Old id order[k] + 1 becomes k + 1; ids of no detection are kept.
+    table = np.arange(max(len(order), int(instance_mask.max(initial=0))) + 1)
+    table[order + 1] = np.arange(1, len(order) + 1)
+    instance_mask = table[instance_mask].astype(instance_mask.dtype)
   return Detections(
       boxes=detections.boxes[order], scores=detections.scores[order],
       classes=detections.classes[order],
-      masks=None if detections.masks is None else detections.masks[order])
+      masks=None if detections.masks is None else detections.masks[order],
+      category_mask=detections.category_mask, instance_mask=instance_mask)
 
 
 def _yxyx_to_xywh(boxes: np.ndarray) -> np.ndarray:
@@ -224,7 +286,7 @@ def preprocessed_predictor(run_model: Callable[[np.ndarray],
     scale = tf.tile(image_info[2], [2])
     outputs['detection_boxes'] = outputs['detection_boxes'] / scale
     return _to_numpy_detections(outputs, *image.shape[:2],
-                                full_size_masks=False)
+                                full_size_masks=False, image_info=image_info)
 
   predict.model = run_model
   return predict
@@ -307,6 +369,65 @@ def coco_results(image_id: int, detections: Detections) -> List[Dict]:
   return results
 
 
+def panoptic_segments(category_mask: np.ndarray, instance_mask: np.ndarray
+                      ) -> Tuple[np.ndarray, List[Dict]]:
+  """COCO panoptic segments of one image's panoptic masks.
+
+  Each (category, instance) pair of the non-void pixels (category > 0) is a
+  segment; segments are numbered 1, 2, ... things first (by instance id),
+  then stuff (by category id).
+
+  Args:
+    category_mask: int [H, W] dataset category ids, 0 void.
+    instance_mask: int [H, W] instance ids, 0 for stuff and void.
+
+  Returns:
+    (int32 [H, W] segment id of each pixel, 0 void; COCO `segments_info`:
+    {'id', 'category_id', 'isthing' (the segment has an instance id),
+    'area', 'bbox' [x, y, w, h]} of each segment, in id order).
+  """
+  category_mask = np.asarray(category_mask).astype(np.int64)
+  instance_mask = np.asarray(instance_mask).astype(np.int64)
+  if category_mask.shape != instance_mask.shape:
+    raise ValueError(f'Masks of shapes {category_mask.shape} and '
+                     f'{instance_mask.shape}.')
+  instance_mask = np.where(category_mask > 0, instance_mask, 0)
+  base = int(instance_mask.max(initial=0)) + 1
+  keys, inverse = np.unique(category_mask * base + instance_mask,
+                            return_inverse=True)
+  categories, instances = keys // base, keys % base
+  # Things (instance > 0) by instance id, then stuff by category; void out.
+  keep = sorted((i for i in range(len(keys)) if categories[i] > 0),
+                key=lambda i: (instances[i] == 0, instances[i], categories[i]))
+  table = np.zeros(len(keys), np.int32)
+  table[keep] = np.arange(1, len(keep) + 1)
+  segment_ids = table[inverse.reshape(category_mask.shape)]
+  # Area and bounds of every segment in one pass: the rows and columns
+  # each segment occupies.
+  count = len(keep) + 1
+  areas = np.bincount(segment_ids.ravel(), minlength=count)
+  bounds = []
+  for axis in (0, 1):
+    size = segment_ids.shape[axis]
+    occupied = np.zeros((count, size), bool)
+    coords = np.indices(segment_ids.shape)[axis]
+    occupied[segment_ids.ravel(), coords.ravel()] = True
+    bounds.append((np.argmax(occupied, axis=1),
+                   size - 1 - np.argmax(occupied[:, ::-1], axis=1)))
+  (y0, y1), (x0, x1) = bounds
+  segments_info = []
+  for segment_id, index in enumerate(keep, 1):
+    segments_info.append({
+        'id': segment_id,
+        'category_id': int(categories[index]),
+        'isthing': bool(instances[index] > 0),
+        'area': int(areas[segment_id]),
+        'bbox': [int(x0[segment_id]), int(y0[segment_id]),
+                 int(x1[segment_id] - x0[segment_id] + 1),
+                 int(y1[segment_id] - y0[segment_id] + 1)]})
+  return segment_ids, segments_info
+
+
 def evaluate(annotation_file: str, results: List[Dict],
              image_ids: Sequence[int]) -> Dict[str, float]:
   """COCO box (and mask) metrics of `results` on `image_ids`."""
@@ -367,13 +488,20 @@ def run(predictor: Predictor,
         log: Callable[[str], None] = print) -> Dict:
   """Predicts every image, writes the outputs; returns a summary.
 
+  Predictions with panoptic masks also write their panoptic drawing
+  (OUT/panoptic/, with `draw`; the grid shows it) and COCO panoptic
+  segments (OUT/panoptic_predictions/ and OUT/panoptic_predictions.json;
+  see the module doc).
+
   Returns:
     {'images': processed count, 'errors': messages of skipped images,
-     'detections': count, 'metrics': COCO metrics or None, 'seconds'}.
+     'detections': count, 'panoptic_images': count of images with panoptic
+     masks, 'metrics': COCO metrics or None, 'seconds'}.
   """
   os.makedirs(output_dir, exist_ok=True)
   if draw:
     os.makedirs(os.path.join(output_dir, 'images'), exist_ok=True)
+  panoptic_annotations = []
   file_ids, names = {}, dict(class_names or {})
   if annotation_file:
     file_ids, annotated_names = _annotation_index(annotation_file)
@@ -403,14 +531,32 @@ def run(predictor: Predictor,
     results.extend(coco_results(image_id, detections))
     images.append({'id': image_id, 'file_name': path,
                    'height': image.shape[0], 'width': image.shape[1]})
+    png_name = _unique_png_name(path, used)
+    panoptic = detections.category_mask is not None
+    if panoptic:
+      segment_ids, segments_info = panoptic_segments(
+          detections.category_mask, detections.instance_mask)
+      visualize.save_png(
+          os.path.join(output_dir, 'panoptic_predictions', png_name),
+          panoptic_png.encode_segment_ids(segment_ids))
+      panoptic_annotations.append({'image_id': image_id,
+                                   'file_name': png_name,
+                                   'segments_info': segments_info})
     if draw or len(canvases) < grid:
       canvas = visualize.draw_detections(
           image, detections.boxes, detections.classes, detections.scores,
           masks=detections.masks, class_names=names,
           score_threshold=score_threshold, scale=draw_scale)
       if draw:
-        visualize.save_png(os.path.join(output_dir, 'images',
-                                        _unique_png_name(path, used)), canvas)
+        visualize.save_png(os.path.join(output_dir, 'images', png_name),
+                           canvas)
+      if panoptic:
+        canvas = visualize.draw_panoptic(
+            image, detections.category_mask, detections.instance_mask,
+            class_names=names, scale=draw_scale)
+        if draw:
+          visualize.save_png(os.path.join(output_dir, 'panoptic', png_name),
+                             canvas)
       if len(canvases) < grid:
         canvases.append(canvas)
     if index % every == 0 or index == len(paths):
@@ -420,6 +566,10 @@ def run(predictor: Predictor,
   atomic_io.write_json(os.path.join(output_dir, 'detections.json'), results)
   atomic_io.write_json(os.path.join(output_dir, 'images.json'), images,
                        indent=1)
+  if panoptic_annotations:
+    atomic_io.write_json(
+        os.path.join(output_dir, 'panoptic_predictions.json'),
+        {'annotations': panoptic_annotations})
   if canvases:
     visualize.save_png(os.path.join(output_dir, 'grid.png'),
                        visualize.make_grid(canvases, grid_columns))
@@ -429,7 +579,8 @@ def run(predictor: Predictor,
     atomic_io.write_json(os.path.join(output_dir, 'metrics.json'), metrics,
                          indent=1, sort_keys=True)
   return {'images': len(images), 'errors': errors, 'detections': len(results),
-          'metrics': metrics, 'seconds': time.time() - start}
+          'panoptic_images': len(panoptic_annotations), 'metrics': metrics,
+          'seconds': time.time() - start}
 
 
 def define_flags():
@@ -463,6 +614,10 @@ def define_flags():
   flags.DEFINE_string(
       'annotation_file', None,
       'COCO annotations of these images: image ids, class names, evaluation.')
+  flags.DEFINE_string(
+      'categories_file', None,
+      'A JSON with COCO `categories` (e.g. a COCO panoptic file): the names '
+      'of categories the annotation file lacks, such as stuff.')
   flags.DEFINE_bool('draw', True, 'Write annotated PNGs.')
   flags.DEFINE_integer(
       'grid', 0, 'Also draw the first N images into OUT/grid.png.')
@@ -503,6 +658,9 @@ def main(_):
   if params is not None and params.task.annotation_file and os.path.exists(
       params.task.annotation_file):
     class_names = _annotation_index(params.task.annotation_file)[1]
+  if FLAGS.categories_file:
+    class_names = {**_annotation_index(FLAGS.categories_file)[1],
+                   **(class_names or {})}
   print(f'Predicting {len(paths)} images into {FLAGS.output_dir}.')
   summary = run(predictor, paths, FLAGS.output_dir,
                 annotation_file=FLAGS.annotation_file,
@@ -512,6 +670,9 @@ def main(_):
                 log=lambda m: print(m, flush=True))
   print(f'{summary["images"]} images, {summary["detections"]} detections in '
         f'{summary["seconds"]:.1f} s: {FLAGS.output_dir}/detections.json')
+  if summary['panoptic_images']:
+    print(f'Panoptic segments of {summary["panoptic_images"]} images: '
+          f'{FLAGS.output_dir}/panoptic_predictions.json')
   if summary['metrics']:
     m = summary['metrics']
     line = f'COCO box AP {m["AP"]:.3f} (AP50 {m["AP50"]:.3f})'

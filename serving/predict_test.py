@@ -12,8 +12,10 @@ import pytest
 import tensorflow as tf
 
 from data import shapes_dataset
+from common import panoptic_png
 from serving import conftest
 from serving import predict
+from serving import visualize
 
 
 def _write(path, array, **kwargs):
@@ -128,6 +130,11 @@ def test_run_writes_coco_results_and_scores_perfect_predictions(
       os.path.splitext(os.path.basename(p))[0] + '.png'
       for p in paths if p != str(broken))
   assert os.path.exists(tmp_path / 'out' / 'grid.png')
+  # An instance model writes no panoptic outputs.
+  assert summary['panoptic_images'] == 0
+  for name in ('panoptic', 'panoptic_predictions',
+               'panoptic_predictions.json'):
+    assert not os.path.exists(tmp_path / 'out' / name)
   with open(tmp_path / 'out' / 'metrics.json') as f:
     assert len(json.load(f)) == 24
 
@@ -241,3 +248,173 @@ def test_evaluation_without_ground_truth_says_why(shapes_split, tmp_path,
   assert (f'WARNING: {annotation_file} has no annotations of these 6 images: '
           'with no ground truth, COCO reports every AP and AR as -1.'
           in capsys.readouterr().err)
+
+
+def _panoptic_outputs(category, instance, network_size, scale, pad_id=99):
+  """Signature outputs of one image whose panoptic masks at the image's
+  size are `category` and `instance`, at a network input of
+  `network_size` resized by `scale` (an integer or 1 / integer), the
+  padding filled with `pad_id`."""
+  def to_network(mask):
+    if scale >= 1:
+      resized = np.kron(mask, np.ones((scale, scale), np.int32))
+    else:
+      step = int(round(1 / scale))
+      resized = mask[step // 2::step, step // 2::step]
+    network = np.full(network_size, pad_id, np.int32)
+    network[:resized.shape[0], :resized.shape[1]] = resized
+    return network[np.newaxis]
+  height, width = category.shape
+  return {
+      'num_detections': tf.constant([2]),
+      'detection_boxes': tf.zeros([1, 3, 4]),
+      'detection_scores': tf.constant([[0.9, 0.8, 0.]]),
+      'detection_classes': tf.constant([[4, 4, 0]]),
+      'category_mask': tf.constant(to_network(category)),
+      'instance_mask': tf.constant(to_network(instance)),
+      'image_info': tf.constant([[[height, width], list(network_size),
+                                  [scale, scale], [0., 0.]]], tf.float32),
+  }
+
+
+def _hand_built_panoptic(height, width, block=1):
+  """Category and instance masks in blocks of `block` pixels: stuff 9 on
+  top, void at the bottom-left, instances 1 and 2 of class 4, stuff 10."""
+  category = np.zeros((height // block, width // block), np.int32)
+  instance = np.zeros_like(category)
+  h, w = category.shape
+  category[:h // 2] = 9
+  category[h // 2:, w // 3:] = 10
+  category[h // 2 + 1:h - 1, w // 3 + 1:w - 4] = 4
+  instance[h // 2 + 1:h - 1, w // 3 + 1:w // 2 + 2] = 1
+  instance[h // 2 + 1:h - 1, w // 2 + 2:w - 4] = 2
+  expand = lambda m: np.kron(m, np.ones((block, block), np.int32))
+  return expand(category), expand(instance)
+
+
+def test_signature_panoptic_masks_are_cut_to_the_image_and_resized():
+  # Scale 2: the 20 x 30 image fills 40 x 60 of a 64 x 64 input.
+  category, instance = _hand_built_panoptic(20, 30)
+  outputs = _panoptic_outputs(category, instance, (64, 64), 2)
+  got = predict._to_numpy_detections(  # pylint: disable=protected-access
+      outputs, 20, 30, full_size_masks=False)
+  assert got.category_mask.shape == (20, 30)
+  assert got.category_mask.dtype == np.int32
+  np.testing.assert_array_equal(got.category_mask, category)
+  np.testing.assert_array_equal(got.instance_mask, instance)
+  assert set(np.unique(got.instance_mask)) == {0, 1, 2}
+  # Scale 1/2: a 100 x 120 image in 50 x 60 of the input; each network
+  # pixel becomes 2 x 2 image pixels.
+  category, instance = _hand_built_panoptic(100, 120, block=2)
+  outputs = _panoptic_outputs(category, instance, (64, 64), 0.5)
+  image_info = outputs.pop('image_info')[0]  # As TFLite outputs are.
+  got = predict._to_numpy_detections(  # pylint: disable=protected-access
+      outputs, 100, 120, full_size_masks=False, image_info=image_info)
+  np.testing.assert_array_equal(got.category_mask, category)
+  np.testing.assert_array_equal(got.instance_mask, instance)
+  # Without panoptic outputs, none.
+  del outputs['category_mask'], outputs['instance_mask']
+  got = predict._to_numpy_detections(  # pylint: disable=protected-access
+      outputs, 100, 120, full_size_masks=False, image_info=image_info)
+  assert got.category_mask is None and got.instance_mask is None
+
+
+def test_sorted_detections_renumber_the_instance_mask():
+  instance = np.array([[0, 1, 2, 3]], np.int32)
+  detections = predict.Detections(
+      boxes=np.array([[5., 5, 9, 9], [1, 1, 2, 2], [0, 0, 1, 1]]),
+      scores=np.array([0.9, 0.8, 0.7]), classes=np.array([2, 2, 1]),
+      masks=None, category_mask=np.array([[0, 2, 2, 1]], np.int32),
+      instance_mask=instance)
+  got = predict.sorted_detections(detections)
+  np.testing.assert_array_equal(got.classes, [1, 2, 2])
+  np.testing.assert_array_equal(got.instance_mask, [[0, 3, 2, 1]])
+  np.testing.assert_array_equal(got.category_mask, [[0, 2, 2, 1]])
+
+
+def test_run_writes_coco_panoptic_segments_and_drawings(tmp_path):
+  category, instance = _hand_built_panoptic(24, 36)
+  category[0, 0] = 0  # A void pixel inside stuff 9's bounds.
+  images = {
+      'street': conftest.random_image(24, 36, seed=1),
+      'plain': conftest.random_image(16, 16, seed=2),
+  }
+  paths = [_write(tmp_path / f'{name}.png', image)
+           for name, image in images.items()]
+  no_boxes = dict(boxes=np.zeros((0, 4)), scores=np.zeros(0),
+                  classes=np.zeros(0, np.int32), masks=None)
+  boxes = np.array([[13., 13, 23, 20], [13., 20, 23, 32]])
+
+  def predictor(image):
+    if image.shape[:2] == (16, 16):  # An instance model's output.
+      return predict.Detections(**no_boxes)
+    return predict.Detections(
+        boxes=boxes, scores=np.array([0.9, 0.8]), classes=np.array([4, 4]),
+        masks=None, category_mask=category, instance_mask=instance)
+
+  out = tmp_path / 'out'
+  summary = predict.run(predictor, paths, str(out), grid=2,
+                        class_names={4: 'car', 9: 'sky', 10: 'road'},
+                        log=lambda _: None)
+  assert summary['panoptic_images'] == 1
+  assert os.path.exists(out / 'images' / 'street.png')
+  assert os.listdir(out / 'panoptic') == ['street.png']
+  assert os.listdir(out / 'panoptic_predictions') == ['street.png']
+  with open(out / 'images.json') as f:
+    street_id = json.load(f)[0]['id']
+  with open(out / 'panoptic_predictions.json') as f:
+    annotations = json.load(f)['annotations']
+  assert len(annotations) == 1
+  annotation = annotations[0]
+  assert annotation['image_id'] == street_id
+  assert annotation['file_name'] == 'street.png'
+  with Image.open(out / 'panoptic_predictions' / 'street.png') as png:
+    assert png.mode == 'RGB'
+    ids = panoptic_png.decode_segment_ids(np.asarray(png))
+  # Every segment: its pixels are those of one (category, instance) pair;
+  # area and bbox [x, y, w, h] agree; void pixels are id 0.
+  np.testing.assert_array_equal(ids == 0, category == 0)
+  segments = annotation['segments_info']
+  assert sorted(s['id'] for s in segments) == sorted(
+      set(np.unique(ids)) - {0})
+  expected = {(4, 1): True, (4, 2): True, (9, 0): False, (10, 0): False}
+  found = {}
+  for segment in segments:
+    pixels = ids == segment['id']
+    pair = (int(category[pixels][0]), int(instance[pixels][0]))
+    np.testing.assert_array_equal(
+        pixels, (category == pair[0]) & (instance == pair[1]))
+    assert segment['category_id'] == pair[0]
+    rows, cols = np.nonzero(pixels)
+    assert segment['area'] == rows.size
+    assert segment['bbox'] == [cols.min(), rows.min(),
+                               cols.max() - cols.min() + 1,
+                               rows.max() - rows.min() + 1]
+    found[pair] = segment['isthing']
+  assert found == expected
+  # Instance 1: rows 13..22, columns 13..19 of the hand-built masks.
+  thing = [s for s in segments if s['isthing']][0]
+  assert thing['bbox'] == [13, 13, 7, 10] and thing['area'] == 70
+  # The overlay is draw_panoptic's, and the grid shows it.
+  with Image.open(out / 'panoptic' / 'street.png') as png:
+    overlay = np.asarray(png)
+  np.testing.assert_array_equal(overlay, visualize.draw_panoptic(
+      images['street'], category, instance,
+      class_names={4: 'car', 9: 'sky', 10: 'road'}))
+  with Image.open(out / 'grid.png') as png:
+    grid = np.asarray(png)
+  np.testing.assert_array_equal(grid[4:28, 4:40], overlay)
+  with Image.open(out / 'images' / 'plain.png') as png:
+    np.testing.assert_array_equal(grid[4:20, 44:60], np.asarray(png))
+
+
+def test_panoptic_segments_encode_ids_beyond_one_byte():
+  category = np.full((3, 300), 5, np.int32)
+  instance = np.tile(np.arange(1, 301, dtype=np.int32), (3, 1))
+  ids, segments = predict.panoptic_segments(category, instance)
+  assert len(segments) == 300 and ids.max() == 300
+  rgb = panoptic_png.encode_segment_ids(ids)
+  np.testing.assert_array_equal(rgb[0, 299], [300 % 256, 1, 0])
+  np.testing.assert_array_equal(panoptic_png.decode_segment_ids(rgb), ids)
+  # Things are numbered in instance order.
+  np.testing.assert_array_equal(ids[0], instance[0])

@@ -1,4 +1,5 @@
-"""Draws detections and instance masks on images; tiles and saves them.
+"""Draws detections, instance masks and panoptic segmentations on images;
+tiles and saves them.
 
 Only numpy and Pillow are used, so the module is cheap to import (no
 TensorFlow). Typical use:
@@ -8,6 +9,10 @@ TensorFlow). Typical use:
       class_names={1: 'circle', 2: 'square'}, scale=3)
   visualize.save_png('/tmp/demo/grid.png',
                      visualize.make_grid([canvas, other], columns=2))
+  # A panoptic segmentation: category ids (0 void) and instance ids (0 for
+  # stuff and void) of each pixel.
+  canvas = visualize.draw_panoptic(image, category_mask, instance_mask,
+                                   class_names={1: 'circle', 7: 'sky'})
 
 Boxes are [ymin, xmin, ymax, xmax] in image pixels, in continuous
 coordinates: the box covers the pixels with ymin <= row < ymax and
@@ -68,6 +73,19 @@ def _resize_float(array: np.ndarray, width: int, height: int) -> np.ndarray:
   resized = Image.fromarray(np.asarray(array, np.float32)).resize(
       (int(width), int(height)), resample=Image.BILINEAR)
   return np.asarray(resized, dtype=np.float32)
+
+
+def _scaled_canvas(canvas: np.ndarray, scale: float) -> np.ndarray:
+  """The canvas resized by `scale` (nearest neighbour), each side >= 1."""
+  if scale <= 0:
+    raise ValueError(f'scale must be positive, got {scale}.')
+  height, width = canvas.shape[:2]
+  out_height = max(int(round(height * scale)), 1)
+  out_width = max(int(round(width * scale)), 1)
+  if (out_height, out_width) == (height, width):
+    return canvas
+  return np.asarray(Image.fromarray(canvas).resize(
+      (out_width, out_height), resample=Image.NEAREST))
 
 
 def _box_pixels(box: np.ndarray) -> Tuple[int, int, int, int]:
@@ -185,14 +203,8 @@ def draw_detections(image: np.ndarray,
     if masks.shape != (num, height, width):
       raise ValueError(f'Expected masks of shape {(num, height, width)} (one '
                        f'per box, at the image size), got {masks.shape}.')
-  if scale <= 0:
-    raise ValueError(f'scale must be positive, got {scale}.')
-
-  out_height = max(int(round(height * scale)), 1)
-  out_width = max(int(round(width * scale)), 1)
-  if (out_height, out_width) != (height, width):
-    canvas = np.asarray(Image.fromarray(canvas).resize(
-        (out_width, out_height), resample=Image.NEAREST))
+  canvas = _scaled_canvas(canvas, scale)
+  out_height, out_width = canvas.shape[:2]
   boxes = boxes * np.array([out_height / height, out_width / width] * 2)
   if line_width is None:
     line_width = max(1, int(round(scale)))
@@ -292,3 +304,186 @@ def save_png(path: str, image: np.ndarray) -> None:
   if image.dtype != np.uint8:
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
   Image.fromarray(image).save(path, format='PNG')
+
+
+_STUFF_ALPHA = 0.35
+_THING_ALPHA = 0.6
+
+
+def instance_color(class_id: int, instance_id: int) -> Color:
+  """The colour of one thing instance: its class's, varied per instance.
+
+  The hue stays near `class_color(class_id)`'s (within +-0.06) and the
+  brightness varies, both spread by the golden ratio, so that instances of
+  one class look alike yet distinct.
+
+  Args:
+    class_id: the instance's class (category) id.
+    instance_id: its positive instance id.
+
+  Returns:
+    An (r, g, b) tuple of ints in [0, 255].
+  """
+  base = np.array(class_color(class_id), np.float64) / 255.
+  hue, saturation, _ = colorsys.rgb_to_hsv(*base)
+  step = (int(instance_id) * _GOLDEN_RATIO_CONJUGATE) % 1.0
+  hue = (hue + 0.12 * (step - 0.5)) % 1.0
+  value = 0.55 + 0.45 * ((int(instance_id) * 0.381966) % 1.0)
+  r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
+  return (int(round(r * 255)), int(round(g * 255)), int(round(b * 255)))
+
+
+def resize_label_map(labels: np.ndarray, height: int,
+                     width: int) -> np.ndarray:
+  """Nearest-neighbour resize of an integer map to [height, width].
+
+  Each output pixel takes the input pixel under its centre, so ids are
+  kept and an integer upscale repeats each pixel.
+
+  Args:
+    labels: [h, w] array (any dtype).
+    height: output height.
+    width: output width.
+
+  Returns:
+    [height, width] array of `labels`' dtype.
+  """
+  labels = np.asarray(labels)
+  in_height, in_width = labels.shape
+  rows = np.minimum(np.floor((np.arange(height) + 0.5) * in_height /
+                             height).astype(np.int64), in_height - 1)
+  cols = np.minimum(np.floor((np.arange(width) + 0.5) * in_width /
+                             width).astype(np.int64), in_width - 1)
+  return labels[rows[:, np.newaxis], cols[np.newaxis, :]]
+
+
+def _inner_border(segments: np.ndarray, width: int) -> np.ndarray:
+  """bool [H, W]: pixels within `width` 4-neighbour steps of a pixel of
+  another segment (the image's edge is no border)."""
+  border = np.zeros(segments.shape, bool)
+  for d in range(1, width + 1):
+    differs = segments[d:] != segments[:-d]  # Row r + d vs row r.
+    border[d:] |= differs
+    border[:-d] |= differs
+    differs = segments[:, d:] != segments[:, :-d]
+    border[:, d:] |= differs
+    border[:, :-d] |= differs
+  return border
+
+
+def _label_point(region: np.ndarray) -> Tuple[int, int]:
+  """(row, col) of a region's pixel nearest its centroid (the centroid
+  itself when it is inside)."""
+  rows, cols = np.nonzero(region)
+  cy, cx = rows.mean(), cols.mean()
+  nearest = np.argmin((rows - cy)**2 + (cols - cx)**2)
+  return int(rows[nearest]), int(cols[nearest])
+
+
+def _draw_centered_label(draw: ImageDraw.ImageDraw, text: str, row: int,
+                         col: int, color: Color, font: ImageFont.ImageFont,
+                         image_width: int, image_height: int) -> None:
+  """Draws `text` on a filled rectangle centred on (row, col), shifted to
+  stay inside the image."""
+  left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+  width = right - left + 2 * _LABEL_PADDING
+  height = bottom - top + 2 * _LABEL_PADDING
+  x = min(max(col - width // 2, 0), max(image_width - width, 0))
+  y = min(max(row - height // 2, 0), max(image_height - height, 0))
+  draw.rectangle([x, y, x + width - 1, y + height - 1], fill=color)
+  draw.text((x + _LABEL_PADDING - left, y + _LABEL_PADDING - top), text,
+            fill=_text_color(color), font=font)
+
+
+def draw_panoptic(image: np.ndarray,
+                  category_mask: np.ndarray,
+                  instance_mask: np.ndarray,
+                  class_names: Optional[Mapping[int, str]] = None,
+                  stuff_alpha: float = _STUFF_ALPHA,
+                  thing_alpha: float = _THING_ALPHA,
+                  scale: float = 1.,
+                  line_width: Optional[int] = None,
+                  font_size: int = 11,
+                  labels: bool = True) -> np.ndarray:
+  """Draws a panoptic segmentation on an image.
+
+  Stuff segments (category > 0, instance 0) are tinted lightly
+  (`stuff_alpha`) with `class_color(category)`; each thing instance
+  (instance > 0) more strongly (`thing_alpha`) with its own
+  `instance_color(category, instance)`, and its outline (the pixels just
+  inside its border with other segments) drawn in that colour. Void
+  (category 0) stays as it is. Each segment gets one label, its category's
+  name, centred on its pixel nearest its centroid (things on top).
+
+  Args:
+    image: uint8 [H, W, 3] (or [H, W] grey) image. Not modified.
+    category_mask: int [H, W] category ids, 0 void.
+    instance_mask: int [H, W] instance ids, 0 for stuff and void.
+    class_names: optional category id -> name; missing ids show as numbers.
+    stuff_alpha: opacity of the stuff tint.
+    thing_alpha: opacity of the thing tint.
+    scale: the output is `scale` times larger than `image` (nearest
+      neighbour); text is not scaled.
+    line_width: outline width in output pixels; default
+      max(1, round(scale)).
+    font_size: label font size in output pixels.
+    labels: draw the labels.
+
+  Returns:
+    A new uint8 array of shape [round(H * scale), round(W * scale), 3].
+
+  Raises:
+    ValueError: on masks not of the image's size or a non-positive scale.
+  """
+  canvas = _to_rgb_uint8(image)
+  height, width = canvas.shape[:2]
+  category_mask = np.asarray(category_mask).astype(np.int64)
+  instance_mask = np.asarray(instance_mask).astype(np.int64)
+  for name, mask in (('category_mask', category_mask),
+                     ('instance_mask', instance_mask)):
+    if mask.shape != (height, width):
+      raise ValueError(f'Expected a {name} of shape {(height, width)} (the '
+                       f'image size), got {mask.shape}.')
+  canvas = _scaled_canvas(canvas, scale)
+  out_height, out_width = canvas.shape[:2]
+  if (out_height, out_width) != (height, width):
+    category_mask = resize_label_map(category_mask, out_height, out_width)
+    instance_mask = resize_label_map(instance_mask, out_height, out_width)
+  if line_width is None:
+    line_width = max(1, int(round(scale)))
+  instance_mask = np.where(category_mask > 0, instance_mask, 0)
+
+  # One id per segment: (category, instance) pairs, void -1.
+  keys = np.where(category_mask > 0,
+                  category_mask * (instance_mask.max() + 1) + instance_mask,
+                  -1)
+  unique, segments = np.unique(keys, return_inverse=True)
+  segments = segments.reshape(keys.shape)
+  border = _inner_border(segments, line_width)
+  blended = canvas.astype(np.float32)
+  drawn = []  # (is thing, region, colour, category).
+  for index, key in enumerate(unique):
+    if key < 0:
+      continue
+    region = segments == index
+    category = int(category_mask[region][0])
+    instance = int(instance_mask[region][0])
+    if instance:
+      color, alpha = instance_color(category, instance), thing_alpha
+    else:
+      color, alpha = class_color(category), stuff_alpha
+    color_array = np.array(color, np.float32)
+    blended[region] = (1. - alpha) * blended[region] + alpha * color_array
+    if instance:
+      blended[region & border] = color_array
+    drawn.append((bool(instance), region, color, category))
+  pil_image = Image.fromarray(np.clip(np.round(blended), 0, 255).astype(
+      np.uint8))
+  if labels:
+    draw = ImageDraw.Draw(pil_image)
+    font = _load_font(font_size)
+    for _, region, color, category in sorted(drawn, key=lambda d: d[0]):
+      name = (class_names or {}).get(category, str(category))
+      _draw_centered_label(draw, name, *_label_point(region), color, font,
+                           out_width, out_height)
+  return np.asarray(pil_image, dtype=np.uint8).copy()

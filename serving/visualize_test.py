@@ -1,5 +1,7 @@
 """Tests for serving/visualize.py: drawing detections, grids and PNG output."""
 
+import colorsys
+
 import numpy as np
 from PIL import Image
 import pytest
@@ -199,3 +201,123 @@ def test_save_png_round_trips_and_creates_directories(tmp_path):
   with Image.open(path) as loaded:
     assert loaded.format == 'PNG'
     np.testing.assert_array_equal(np.asarray(loaded), image)
+
+
+# A 64 x 64 panoptic segmentation: stuff 7 on the top half, void on the
+# bottom-left quarter, two touching instances of class 3 (ids 1 and 2) on
+# the bottom-right, stuff 8 around them.
+_STUFF, _OTHER_STUFF, _THING = 7, 8, 3
+
+
+def _panoptic_masks():
+  category = np.zeros((64, 64), np.int32)
+  instance = np.zeros((64, 64), np.int32)
+  category[:32] = _STUFF
+  category[32:, 32:] = _OTHER_STUFF
+  category[36:51, 36:61] = _THING
+  instance[36:51, 36:47] = 1
+  instance[36:51, 47:61] = 2
+  return category, instance
+
+
+def _blend(value, color, alpha):
+  return np.round((1 - alpha) * value + alpha * np.array(
+      color, np.float64)).astype(np.uint8)
+
+
+def test_instance_colors_differ_per_instance_near_the_class_hue():
+  colors = [visualize.instance_color(_THING, k) for k in range(1, 30)]
+  assert len(set(colors)) == len(colors)
+  assert visualize.instance_color(_THING, 4) == colors[3]
+  hue = lambda c: colorsys.rgb_to_hsv(*(np.array(c) / 255.))[0]
+  base = hue(visualize.class_color(_THING))
+  for color in colors:
+    distance = abs(hue(color) - base)
+    assert min(distance, 1 - distance) <= 0.061
+
+
+def test_draw_panoptic_tints_stuff_and_things_outlines_instances():
+  image = np.full((64, 64, 3), _GREY, np.uint8)
+  original = image.copy()
+  category, instance = _panoptic_masks()
+  out = visualize.draw_panoptic(image, category, instance, labels=False,
+                                stuff_alpha=0.3, thing_alpha=0.6)
+  np.testing.assert_array_equal(image, original)
+  assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+  # Void: unchanged.
+  np.testing.assert_array_equal(out[32:, :32], _GREY)
+  # Stuff: lightly tinted with the class colour, no outline.
+  np.testing.assert_array_equal(out[:32], np.broadcast_to(
+      _blend(_GREY, visualize.class_color(_STUFF), 0.3), (32, 64, 3)))
+  np.testing.assert_array_equal(out[60, 40], _blend(
+      _GREY, visualize.class_color(_OTHER_STUFF), 0.3))
+  np.testing.assert_array_equal(out[35, 40], _blend(
+      _GREY, visualize.class_color(_OTHER_STUFF), 0.3))
+  # Things: strongly tinted with their own colours, interiors.
+  first = visualize.instance_color(_THING, 1)
+  second = visualize.instance_color(_THING, 2)
+  assert first != second
+  np.testing.assert_array_equal(out[37:50, 37:46], np.broadcast_to(
+      _blend(_GREY, first, 0.6), (13, 9, 3)))
+  np.testing.assert_array_equal(out[37:50, 48:60], np.broadcast_to(
+      _blend(_GREY, second, 0.6), (13, 12, 3)))
+  # Outlines: the pixels just inside each instance's border, its colour,
+  # also where the two instances touch (columns 46 | 47).
+  for row, col in ((36, 40), (50, 40), (43, 36), (43, 46)):
+    np.testing.assert_array_equal(out[row, col], first)
+  for row, col in ((36, 50), (50, 50), (43, 47), (43, 60)):
+    np.testing.assert_array_equal(out[row, col], second)
+
+
+def test_draw_panoptic_labels_each_segment_at_its_centre():
+  image = np.full((64, 64, 3), _GREY, np.uint8)
+  category, instance = _panoptic_masks()
+  names = {_STUFF: 's', _OTHER_STUFF: 'o', _THING: 't'}
+  plain = visualize.draw_panoptic(image, category, instance, labels=False)
+  out = visualize.draw_panoptic(image, category, instance, class_names=names)
+  changed = np.any(out != plain, axis=-1)
+  # A label on each stuff segment and instance, around its centroid: the
+  # top half's (16, 31); instances at (43, 41) and (43, 53); the stuff
+  # around them is labelled at its pixel nearest its centroid.
+  assert changed[15:18, 29:34].any()
+  assert changed[42:45, 39:43].any()
+  assert changed[42:45, 52:56].any()
+  # Nothing else: void far from the labels, the corners.
+  assert not changed[40:, :25].any()
+  assert not changed[:5, :20].any() and not changed[:5, 44:].any()
+  assert changed.sum() < 64 * 64 // 4
+
+
+def test_draw_panoptic_scales_masks_and_outlines():
+  image = np.full((64, 64, 3), _GREY, np.uint8)
+  category, instance = _panoptic_masks()
+  out = visualize.draw_panoptic(image, category, instance, labels=False,
+                                scale=2)
+  assert out.shape == (128, 128, 3)
+  np.testing.assert_array_equal(out[64:, :64], _GREY)
+  first = visualize.instance_color(_THING, 1)
+  # Instance 1 covers rows 72..101, columns 72..93; 2-pixel outlines.
+  np.testing.assert_array_equal(out[72:74, 80], np.broadcast_to(first,
+                                                                (2, 3)))
+  np.testing.assert_array_equal(out[74, 80], _blend(_GREY, first, 0.6))
+  np.testing.assert_array_equal(out[86, 92:94], np.broadcast_to(first,
+                                                                (2, 3)))
+
+
+def test_draw_panoptic_masks_must_have_the_image_size():
+  image = np.full((64, 64, 3), _GREY, np.uint8)
+  category, instance = _panoptic_masks()
+  with pytest.raises(ValueError, match=r'instance_mask of shape \(64, 64\)'):
+    visualize.draw_panoptic(image, category, instance[:32])
+
+
+def test_resize_label_map_takes_the_pixel_under_each_centre():
+  labels = np.arange(12).reshape(3, 4)
+  np.testing.assert_array_equal(
+      visualize.resize_label_map(labels, 6, 8),
+      np.kron(labels, np.ones((2, 2), np.int64)))
+  # 3 -> 2 rows: centres 0.75 and 2.25 of the input: rows 0 and 2.
+  np.testing.assert_array_equal(visualize.resize_label_map(labels, 2, 4),
+                                labels[[0, 2]])
+  np.testing.assert_array_equal(visualize.resize_label_map(labels, 3, 4),
+                                labels)
