@@ -19,7 +19,7 @@ import time
 _TOTAL = re.compile(r'^Training to step (\d+)')
 _STEP = re.compile(r'^train \| step:\s*(\d+)')
 _LOSS = re.compile(r"'total_loss': (?:np\.float32\()?([-0-9.e]+)")
-_KEEP = re.compile(r'^(Evaluation|  (box|mask) |All metrics)')
+_KEEP = re.compile(r'^(Evaluation|  (box|mask|panoptic) |All metrics)')
 _WIDTH = 20
 
 

@@ -18,6 +18,7 @@ def test_steps_become_progress_with_eta_and_evaluation_passes_through():
       "     'total_loss': np.float32(1.5),",
       'Evaluation at step 200 (COCO AP is AP@[.5:.95]):',
       '  box   AP 0.649  AP50 0.801',
+      '  panoptic  PQ 0.773  SQ 0.917  RQ 0.839',
   ]
   out = subprocess.run([sys.executable, _SCRIPT], input='\n'.join(lines),
                        capture_output=True, text=True, check=True).stdout
