@@ -638,3 +638,25 @@ def unipercepnet_panoptic_bdd100k() -> cfg.ExperimentConfig:
       BDD100K_TRAIN_EXAMPLES, BDD100K_VAL_EXAMPLES)
   config.task.category_ids = list(BDD100K_THING_CATEGORY_IDS)
   return config
+
+
+# ------------------------------------------------------------------ VoVNet
+
+
+def _vovnet_model(model_id: str) -> UniPercepNet:
+  """The paper's neck, head and mask head on a VoVNet-v2 (eSE) backbone."""
+  return UniPercepNet(
+      backbone=backbones.Backbone(
+          type='vovnet', vovnet=backbones.VoVNet(model_id=model_id)))
+
+
+@exp_factory.register_config_factory('unipercepnet_vovnet39_coco')
+def unipercepnet_vovnet39_coco() -> cfg.ExperimentConfig:
+  """VoVNet-V2-39 (eSE) + SAM, COCO, 3x (36 epochs)."""
+  return _coco_experiment(_vovnet_model('V-39-eSE'))
+
+
+@exp_factory.register_config_factory('unipercepnet_vovnet57_coco')
+def unipercepnet_vovnet57_coco() -> cfg.ExperimentConfig:
+  """VoVNet-V2-57 (eSE) + SAM, COCO, 3x (36 epochs)."""
+  return _coco_experiment(_vovnet_model('V-57-eSE'))

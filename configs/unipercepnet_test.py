@@ -152,3 +152,35 @@ def test_panoptic_experiments_name_their_datasets_categories():
           bdd100k_panoptic.STUFF_CATEGORY_IDS)
   assert sorted(shapes_panoptic.STUFF_CATEGORIES) == list(
       exp_cfg.SHAPES_STUFF_CATEGORY_IDS)
+
+
+def test_vovnet_experiments_are_the_coco_recipe_on_a_vovnet_and_build():
+  # Imported here: the other tests need no model code.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from modeling import factory  # pylint: disable=g-import-not-at-top
+
+  reference = exp_factory.get_exp_config('unipercepnet_coco')
+  for name, model_id in (('unipercepnet_vovnet39_coco', 'V-39-eSE'),
+                         ('unipercepnet_vovnet57_coco', 'V-57-eSE')):
+    params = exp_factory.get_exp_config(name)
+    params.validate()
+    model_cfg = params.task.model
+    assert model_cfg.backbone.type == 'vovnet', name
+    assert model_cfg.backbone.vovnet.model_id == model_id, name
+    assert model_cfg.backbone.vovnet.norm_eval, name  # Pre-trained, frozen.
+    # Everything but the backbone is the paper's COCO experiment.
+    for key in ('decoder', 'head', 'mask_head', 'anchor', 'input_size',
+                'level', 'norm_activation'):
+      assert (params.as_dict()['task']['model'][key] ==
+              reference.as_dict()['task']['model'][key]), (name, key)
+    assert params.task.category_ids == list(exp_cfg.COCO_CATEGORY_IDS)
+    assert params.trainer.as_dict() == reference.trainer.as_dict(), name
+    # It builds; at 128x128 the neck reads the 4x4, 1024-channel stride-32
+    # map and keeps its size.
+    model_cfg.override({'input_size': [128, 128, 3]})
+    model = factory.build_unipercepnet(
+        tf_keras.layers.InputSpec(shape=[None, 128, 128, 3]), model_cfg)
+    assert model.backbone.output_specs['5'].as_list() == [None, 4, 4, 1024]
+    features = model.features(tf.zeros([1, 128, 128, 3]), training=False)
+    assert features.shape.as_list() == [1, 4, 4, 512], name

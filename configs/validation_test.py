@@ -10,7 +10,8 @@ from configs import validation
 EXPERIMENTS = ('unipercepnet_coco', 'unipercepnet_r50_coco',
                'unipercepnet_bdd100k', 'unipercepnet_shapes',
                'unipercepnet_panoptic_coco', 'unipercepnet_panoptic_bdd100k',
-               'unipercepnet_panoptic_shapes')
+               'unipercepnet_panoptic_shapes', 'unipercepnet_vovnet39_coco',
+               'unipercepnet_vovnet57_coco')
 
 
 def _override(override: str):

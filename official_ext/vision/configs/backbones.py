@@ -27,7 +27,16 @@ class CAResNet(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class VoVNet(hyperparams.Config):
+  """VoVNet-v2 with eSE; `model_id` is a key of `vovnet.VOVNET_SPECS`."""
+  model_id: str = 'V-39-eSE'
+  norm_eval: bool = True
+
+
+@dataclasses.dataclass
 class Backbone(backbones.Backbone):
-  """Model Garden's backbone OneOf config, plus `regnet` and `ca_resnet`."""
+  """Model Garden's backbone OneOf config, plus `regnet`, `ca_resnet` and
+  `vovnet`."""
   regnet: RegNet = dataclasses.field(default_factory=RegNet)
   ca_resnet: CAResNet = dataclasses.field(default_factory=CAResNet)
+  vovnet: VoVNet = dataclasses.field(default_factory=VoVNet)
