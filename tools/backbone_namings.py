@@ -1,4 +1,6 @@
-"""Recognises ImageNet backbone state dicts and renames them to MMDetection's.
+"""Recognises ImageNet backbone state dicts and renames them to one naming.
+
+RegNet / ResNet: `to_mmdet`; VoVNet: `to_vovnet` (see "VoVNet" below).
 
 `to_mmdet(state_dict)` detects which of the supported namings a PyTorch state
 dict uses and returns it renamed to MMDetection's RegNet / ResNet naming
@@ -60,6 +62,66 @@ Not supported: caffe-style ResNets (`open-mmlab://detectron2/resnet50_caffe`,
 BGR, stride on the first 1x1 conv; same names as torchvision's, so they
 would be read as RGB torchvision weights), RegNetY / SE weights, and
 torchvision's own RegNet naming (`trunk_output.block1.block1-0...`).
+
+VoVNet. `to_vovnet(state_dict)` returns a VoVNet-v2 (eSE) state dict in
+vovnet-detectron2's naming (youngwanLEE/vovnet-detectron2, `vovnet/vovnet.py`),
+which `tools/convert_checkpoint.vovnet_targets` reads; s = stage 2..5, m =
+module 1.., i = layer 0..L-1, n = stem conv 1..3:
+
+  stem.stem_{n}/conv, /norm  (or, depthwise: /dw_conv3x3, /pw_conv1x1,
+    /pw_norm; not for n = 1)
+  stage{s}.OSA{s}_{m}.layers.{i}.OSA{s}_{m}_{i}/conv, /norm  (or /dw_conv3x3,
+    /pw_conv1x1, /pw_norm)
+  stage{s}.OSA{s}_{m}.conv_reduction.OSA{s}_{m}_reduction_0/conv, /norm
+    (depthwise variants, where the module input is wider than its convs)
+  stage{s}.OSA{s}_{m}.concat.OSA{s}_{m}_concat/conv, /norm
+  stage{s}.OSA{s}_{m}.ese.fc  (weight and bias)
+  classifier  (an ImageNet classifier, skipped)
+
+each followed by `.weight` (and, for norms, `.bias`, `.running_mean`,
+`.running_var`; `.num_batches_tracked` is skipped by the converter). The
+stages' max pools have no weights. Recognised forms (after removing a
+`module.` prefix carried by every key, and a `backbone.bottom_up.` or
+`backbone.` prefix):
+
+  * vovnet-detectron2's ImageNet weights (`vovnet39_ese_detectron2.pth`
+    etc., from its README): keys `stem.stem_{n}/...` or `stage{s}.OSA...`
+    as above. Its BatchNorms are detectron2's FrozenBatchNorm2d by default
+    (`MODEL.VOVNET.NORM: FrozenBN`), which have the same four tensors and no
+    num_batches_tracked. Keys kept as they are. A classifier `classifier.*`
+    (VoVNet.pytorch's name), `fc.*` or `head.fc.*` is skipped. Read as
+    BGR input with std 1: vovnet-detectron2's configs (`configs/Base-RCNN-
+    VoVNet-FPN.yaml`, `faster_rcnn_V_39_FPN_3x.yaml`, ...) load these
+    weights as MODEL.WEIGHTS and set neither INPUT.FORMAT nor PIXEL_MEAN /
+    PIXEL_STD, so detectron2's defaults apply: BGR 0..255 images,
+    PIXEL_MEAN [103.530, 116.280, 123.675], PIXEL_STD [1, 1, 1] ("When
+    using pre-trained models in Detectron1 or any MSRA models, std has been
+    absorbed into its conv1 weights, so the std needs to be set 1");
+    centermask2's and CenterMask's (maskrcnn-benchmark, TO_BGR255) VoVNet
+    configs do the same, and vovnet-detectron2 keeps the BNs frozen, so
+    the input's scale is not re-learnt. The ImageNet training script
+    of these weights is not published (VoVNet.pytorch's, for VoVNet-v1,
+    normalises RGB by torchvision's mean and std), so this is what the
+    detection code feeds them, not a documented training setting. The mean
+    is this project's MEAN_RGB reversed; the converter reverses the stem
+    conv's input channels and multiplies them by this project's STDDEV_RGB
+    (the std the source does not divide by).
+  * timm `ese_vovnet19b_slim_dw`, `ese_vovnet19b_dw`, `ese_vovnet19b_slim`,
+    `ese_vovnet19b`, `ese_vovnet39b`, `ese_vovnet57b`, `ese_vovnet99b`
+    (huggingface/pytorch-image-models `timm/models/vovnet.py`; pretrained:
+    `ese_vovnet19b_dw.ra_in1k`, `ese_vovnet39b.ra_in1k`, .pth or
+    .safetensors): `stem.{n-1}.conv|bn|conv_dw|conv_pw`,
+    `stages.{s-2}.blocks.{m-1}.conv_mid.{i}.conv|bn|conv_dw|conv_pw`,
+    `...conv_reduction.conv|bn`, `...conv_concat.conv|bn`, `...attn.fc`,
+    classifier `head.fc` (renamed to `classifier.*`). A `bn` after a
+    `conv_dw` / `conv_pw` pair is the `pw_norm`. The same architecture as
+    vovnet-detectron2's, stage 2 without a pool in both, except that timm
+    puts eSE (`attn`) on the last block of each stage only (`OsaStage`:
+    `attn=attn if last_block else ''`); `Form.ese_last_module_only` tells
+    the converter, which gives the other eSE modules a gate of exactly 1.
+    RGB input with timm's IMAGENET_DEFAULT_MEAN / STD (`_cfg`), as this
+    project. VoVNet-v1 (`vovnet39a`, `vovnet57a`: no eSE, no identity
+    mapping) and `eca_vovnet39b` are refused.
 """
 
 import dataclasses
@@ -95,10 +157,20 @@ class Form:
       then reverses the stem conv's input channels for RGB input).
     skipped: whether a key of the renamed dict is deliberately unused (the
       ImageNet classifier).
+    input_mean: the per-channel mean (0..255 scale, the checkpoint's channel
+      order) the network's input has subtracted, or None for the ImageNet
+      mean this project subtracts.
+    input_std: likewise the per-channel std its input is divided by, or
+      None for the ImageNet std this project divides by.
+    ese_last_module_only: (VoVNet) only the last OSA module of each stage
+      has eSE weights.
   """
   name: str
   bgr: bool
   skipped: Callable[[str], bool] = _is_classifier
+  input_mean: Optional[Tuple[float, float, float]] = None
+  input_std: Optional[Tuple[float, float, float]] = None
+  ese_last_module_only: bool = False
 
 
 MMDET_REGNET = Form('MMDetection RegNet', bgr=True)
@@ -302,3 +374,202 @@ def to_mmdet(source: Dict[str, np.ndarray]
     return _rename(source, form), form
   return dict(source), form
 
+
+
+# ------------------------------------------------------------------ VoVNet
+
+# VoVNet ImageNet classifiers (timm's `head.fc` is renamed `classifier`).
+VOVNET_CLASSIFIER_PREFIXES = ('classifier.', 'fc.', 'head.fc.')
+
+
+def _is_vovnet_classifier(key: str) -> bool:
+  return key.startswith(VOVNET_CLASSIFIER_PREFIXES)
+
+
+# detectron2's default input: BGR, ImageNet mean, std 1 (see the docstring).
+_DETECTRON2_BGR_MEAN = (103.530, 116.280, 123.675)
+_DETECTRON2_STD = (1., 1., 1.)
+
+VOVNET_DETECTRON2 = Form('vovnet-detectron2 VoVNet', bgr=True,
+                         skipped=_is_vovnet_classifier,
+                         input_mean=_DETECTRON2_BGR_MEAN,
+                         input_std=_DETECTRON2_STD)
+TIMM_VOVNET = Form('timm VoVNet', bgr=False, skipped=_is_vovnet_classifier,
+                   ese_last_module_only=True)
+VOVNET_FORMS = (VOVNET_DETECTRON2, TIMM_VOVNET)
+
+_VOVNET_DETECTRON2_MARK = re.compile(
+    r'stem\.stem_[123]/|stage[2-5]\.OSA[2-5]_\d+\.')
+_TIMM_VOVNET_MARK = re.compile(
+    r'stem\.[012]\.(conv|bn|conv_dw|conv_pw)\.|stages\.[0-3]\.blocks\.\d+\.'
+    r'(conv_mid|conv_reduction|conv_concat|attn)\.')
+
+# A timm conv unit: stem conv, OSA layer, reduction or aggregation conv.
+_TIMM_VOVNET_UNIT = re.compile(
+    r'(?:stem\.(?P<stem>[012])|stages\.(?P<stage>[0-3])\.blocks\.'
+    r'(?P<block>\d+)\.(?:conv_mid\.(?P<layer>\d+)|(?P<part>conv_reduction|'
+    r'conv_concat)))\.(?P<op>conv|bn|conv_dw|conv_pw)\.(?P<param>\w+)')
+_TIMM_VOVNET_ESE = re.compile(
+    r'stages\.(?P<stage>[0-3])\.blocks\.(?P<block>\d+)\.attn\.fc\.'
+    r'(?P<param>weight|bias)')
+_TIMM_VOVNET_HEAD = re.compile(r'head\.fc\.(?P<param>weight|bias)')
+# timm op -> vovnet-detectron2 layer suffix (a `bn` depends on the unit).
+_TIMM_VOVNET_OPS = {'conv': 'conv', 'conv_dw': 'dw_conv3x3',
+                    'conv_pw': 'pw_conv1x1'}
+
+
+def _timm_vovnet_unit(match) -> Tuple[str, str]:
+  """(timm unit prefix, vovnet-detectron2 unit prefix) of a unit match."""
+  fields = match.groupdict()
+  if fields['stem'] is not None:
+    n = int(fields['stem']) + 1
+    return f'stem.{fields["stem"]}', f'stem.stem_{n}'
+  s, m = int(fields['stage']) + 2, int(fields['block']) + 1
+  timm_block = f'stages.{fields["stage"]}.blocks.{fields["block"]}'
+  module = f'stage{s}.OSA{s}_{m}'
+  if fields['layer'] is not None:
+    i = int(fields['layer'])
+    return (f'{timm_block}.conv_mid.{i}',
+            f'{module}.layers.{i}.OSA{s}_{m}_{i}')
+  if fields['part'] == 'conv_reduction':
+    return (f'{timm_block}.conv_reduction',
+            f'{module}.conv_reduction.OSA{s}_{m}_reduction_0')
+  return f'{timm_block}.conv_concat', f'{module}.concat.OSA{s}_{m}_concat'
+
+
+def _timm_vovnet_key(key: str, source: Dict[str, np.ndarray]
+                    ) -> Optional[str]:
+  """A timm VoVNet key in vovnet-detectron2's naming, or None."""
+  match = _TIMM_VOVNET_UNIT.fullmatch(key)
+  if match:
+    timm_unit, unit = _timm_vovnet_unit(match)
+    op, param = match.group('op'), match.group('param')
+    if op == 'bn':
+      depthwise = f'{timm_unit}.conv_dw.weight' in source
+      layer = 'pw_norm' if depthwise else 'norm'
+    else:
+      layer = _TIMM_VOVNET_OPS[op]
+    return f'{unit}/{layer}.{param}'
+  match = _TIMM_VOVNET_ESE.fullmatch(key)
+  if match:
+    s, m = int(match.group('stage')) + 2, int(match.group('block')) + 1
+    return f'stage{s}.OSA{s}_{m}.ese.fc.{match.group("param")}'
+  match = _TIMM_VOVNET_HEAD.fullmatch(key)
+  if match:
+    return f'classifier.{match.group("param")}'
+  return None
+
+
+def _rename_timm_vovnet(source: Dict[str, np.ndarray]
+                       ) -> Dict[str, np.ndarray]:
+  """A timm `ese_vovnet*` state dict in vovnet-detectron2's naming."""
+  if not any(_TIMM_VOVNET_ESE.fullmatch(k) for k in source):
+    raise ValueError(
+        'The state dict looks like timm VoVNet naming but has no eSE '
+        '(`stages.*.blocks.*.attn.fc.*`) weights: VoVNet-v1 (`vovnet39a`, '
+        '`vovnet57a`, no eSE and no identity mapping) and eca_vovnet39b are '
+        'not supported; use an `ese_vovnet*` checkpoint.')
+  out, unknown = {}, []
+  for key, value in source.items():
+    new_key = _timm_vovnet_key(key, source)
+    if new_key is None:
+      unknown.append(key)
+    elif new_key in out:
+      raise ValueError(f'{TIMM_VOVNET.name}: {key!r} and another key both '
+                       f'rename to {new_key!r}.')
+    else:
+      out[new_key] = value
+  if unknown:
+    raise ValueError(
+        f'The state dict looks like {TIMM_VOVNET.name} naming, but '
+        f'{len(unknown)} key(s) are not VoVNet-v2 (eSE) backbone or '
+        f'classifier keys: {_sample(sorted(unknown))}.')
+  return out
+
+
+def _strip_vovnet_prefix(source: Dict[str, np.ndarray]
+                        ) -> Dict[str, np.ndarray]:
+  """Removes `backbone.bottom_up.` or `backbone.`; refuses whole detectors.
+
+  Keys outside the prefix may only be a classifier
+  (`VOVNET_CLASSIFIER_PREFIXES`), which stay as they are.
+  """
+  for prefix in ('backbone.bottom_up.', _BACKBONE_PREFIX):
+    if not any(k.startswith(prefix) for k in source):
+      continue
+    others = [k for k in source if not k.startswith(prefix)]
+    foreign = [k for k in others
+               if not k.startswith(VOVNET_CLASSIFIER_PREFIXES)]
+    if foreign:
+      modules = sorted({'.'.join(k.split('.')[:2])
+                        if k.startswith(_BACKBONE_PREFIX) else k.split('.')[0]
+                        for k in foreign})
+      raise ValueError(
+          f'The state dict holds a whole model: besides `{prefix}*` it has '
+          f'{len(foreign)} key(s) of other modules ({", ".join(modules)}; '
+          f'e.g. {_sample(sorted(foreign), 4)}). --part=backbone reads '
+          'ImageNet VoVNet backbone weights.')
+    out = {}
+    for key, value in source.items():
+      new_key = key[len(prefix):] if key.startswith(prefix) else key
+      if new_key in out:
+        raise ValueError(f'Key {new_key!r} appears twice once `{prefix}` is '
+                         'removed.')
+      out[new_key] = value
+    return out
+  return source
+
+
+def _supported_vovnet() -> str:
+  return ('vovnet-detectron2 (stem.stem_1/conv.weight, stage2.OSA2_1.layers.'
+          '0.OSA2_1_0/conv.weight, stage2.OSA2_1.concat.OSA2_1_concat/'
+          'norm.weight, stage2.OSA2_1.ese.fc.weight), timm ese_vovnet* '
+          '(stem.0.conv.weight, stages.0.blocks.0.conv_mid.0.conv.weight, '
+          'stages.0.blocks.0.conv_concat.bn.weight, '
+          'stages.0.blocks.0.attn.fc.weight)')
+
+
+def to_vovnet(source: Dict[str, np.ndarray]
+             ) -> Tuple[Dict[str, np.ndarray], Form]:
+  """Renames a VoVNet backbone state dict to vovnet-detectron2's naming.
+
+  Args:
+    source: a flat `{name: array}` state dict in vovnet-detectron2's or
+      timm's `ese_vovnet*` naming (see the module docstring).
+
+  Returns:
+    (the state dict in vovnet-detectron2's naming with the same values, its
+    `Form`). A classifier, if present, is named `classifier.*` or `fc.*`,
+    which `form.skipped` accepts.
+
+  Raises:
+    ValueError: an empty or unrecognised state dict (the message lists some
+      of its keys and the supported forms), a whole-detector checkpoint, a
+      mix of the two namings, or timm keys that are not VoVNet-v2 keys.
+  """
+  if not source:
+    raise ValueError('The state dict is empty.')
+  source = _strip_common_prefix(source, 'module.')
+  source = _strip_vovnet_prefix(source)
+  keys = sorted(source)
+  detectron2 = [k for k in keys if _VOVNET_DETECTRON2_MARK.match(k)]
+  timm = [k for k in keys if _TIMM_VOVNET_MARK.match(k)]
+  if detectron2 and timm:
+    raise ValueError(
+        f'The state dict mixes namings ({VOVNET_DETECTRON2.name}: '
+        f'{_sample(detectron2, 3)}; {TIMM_VOVNET.name}: {_sample(timm, 3)}).')
+  if detectron2:
+    return dict(source), VOVNET_DETECTRON2
+  if timm:
+    return _rename_timm_vovnet(source), TIMM_VOVNET
+  hint = ''
+  try:
+    other = _detect(_strip_backbone(dict(source)))
+  except ValueError:
+    other = None
+  if other is not None:
+    hint = (f' It looks like {other.name} weights, but the experiment\'s '
+            'backbone is a VoVNet.')
+  raise ValueError(
+      f'Unrecognised VoVNet state dict naming; {len(keys)} keys, e.g. '
+      f'{_sample(keys)}. Supported: {_supported_vovnet()}.{hint}')

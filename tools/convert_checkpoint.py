@@ -24,6 +24,14 @@ RegNetX (`regnetx_040` and siblings, also .safetensors) and torchvision
 ResNet namings. Channel-attention weights, which no ImageNet checkpoint has,
 keep their initialisation, as in the reference.
 
+For a VoVNet experiment (backbone type 'vovnet', e.g.
+`--experiment=unipercepnet_vovnet39_coco`) it reads vovnet-detectron2's
+ImageNet weights (`vovnet39_ese_detectron2.pth`; BGR, std 1: the stem conv's
+input channels are reversed and scaled by this project's STDDEV_RGB) and
+timm's `ese_vovnet*` weights (RGB; timm has eSE on the last OSA module of
+each stage only, the other eSE modules get kernel 0 and bias 3, a gate of
+exactly 1, and are logged). See `backbone_namings.to_vovnet`.
+
 Inputs: .pth / .pt (read without torch and without running pickled code),
 .safetensors, .npz. Every source tensor is used exactly once and every
 target variable filled exactly once, or the tool stops and lists the
@@ -37,6 +45,7 @@ in --output_dir stay.
 
 import dataclasses
 import os
+import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
@@ -50,6 +59,7 @@ from official.core import config_definitions as cfg
 from official.core import task_factory
 from official.core import train_utils
 from common import atomic_io
+from configs import unipercepnet as unipercepnet_cfg
 from dataloaders import category_ids
 from serving import export_saved_model_lib
 from tools import backbone_namings
@@ -66,18 +76,22 @@ class ConversionError(ValueError):
 class Target:
   """A Keras layer filled from the source tensors under `prefix`.
 
-  kind: 'conv' (Conv2D, incl. grouped), 'bn' (BatchNormalization), 'dense'
+  kind: 'conv' (Conv2D, incl. grouped), 'dwconv' (DepthwiseConv2D from a
+  Conv2d with groups = channels), 'bn' (BatchNormalization), 'dense'
   (Dense from a 1x1 conv), 'deconv' (Conv2DTranspose), 'scale' (a scalar
   variable, `layer` is the variable itself).
   out_order: source output channels in target order (permutes the weight's
   first axis and the bias), or None.
   in_order: source input channels in target order, or None.
+  in_scale: factors of the weight's input channels (in target order,
+  applied after `in_order`), or None.
   """
   prefix: str
   layer: object
   kind: str
   out_order: Optional[np.ndarray] = None
   in_order: Optional[np.ndarray] = None
+  in_scale: Optional[np.ndarray] = None
 
 
 # Source tensors that hold no weights.
@@ -103,6 +117,9 @@ def _expected(target: Target) -> List[Tuple[str, tf.Variable,
       w = w[target.out_order]
     if is_weight and target.in_order is not None:
       w = w[:, target.in_order]
+    if is_weight and target.in_scale is not None:
+      scale = np.asarray(target.in_scale, np.float32)
+      w = w * np.reshape(scale, [1, -1] + [1] * (w.ndim - 2))
     return w
 
   if target.kind == 'scale':
@@ -112,8 +129,13 @@ def _expected(target: Target) -> List[Tuple[str, tf.Variable,
             (f'{p}.bias', layer.beta, lambda w: w),
             (f'{p}.running_mean', layer.moving_mean, lambda w: w),
             (f'{p}.running_var', layer.moving_variance, lambda w: w)]
+  kernel = getattr(layer, 'kernel', None)
   if target.kind == 'conv':
     weight = lambda w: _conv_weight(reorder(w, True))
+  elif target.kind == 'dwconv':
+    # Conv2d(groups=C) is [C, 1, kh, kw]; DepthwiseConv2D [kh, kw, C, 1].
+    kernel = layer.depthwise_kernel
+    weight = lambda w: np.transpose(reorder(w, True), (2, 3, 0, 1))
   elif target.kind == 'dense':
     weight = lambda w: reorder(w, True)[:, :, 0, 0].T
   elif target.kind == 'deconv':
@@ -121,7 +143,7 @@ def _expected(target: Target) -> List[Tuple[str, tf.Variable,
     weight = lambda w: np.transpose(w, (2, 3, 1, 0))
   else:
     raise ValueError(f'Unknown target kind {target.kind!r}.')
-  items = [(f'{p}.weight', layer.kernel, weight)]
+  items = [(f'{p}.weight', kernel, weight)]
   if layer.use_bias:
     items.append((f'{p}.bias', layer.bias, lambda w: reorder(w, False)))
   return items
@@ -231,6 +253,192 @@ def attention_variables(backbone: tf_keras.Model) -> List[tf.Variable]:
   return out
 
 
+# VoVNet Keras layer names (see `vovnet.py`'s docstring).
+_VOVNET_STEM_LAYER = re.compile(
+    r'stem_(?P<n>[123])_(?P<op>conv|norm|dw_conv3x3|pw_conv1x1|pw_norm)')
+_VOVNET_OSA_LAYER = re.compile(
+    r'stage(?P<s>[2-5])_OSA(?P=s)_(?P<m>\d+)_(?:layer(?P<i>\d+)|'
+    r'(?P<unit>reduction|concat))_'
+    r'(?P<op>conv|norm|dw_conv3x3|pw_conv1x1|pw_norm)')
+_VOVNET_ESE_LAYER = re.compile(r'stage(?P<s>[2-5])_OSA(?P=s)_(?P<m>\d+)_ese')
+_VOVNET_KINDS = {'conv': 'conv', 'pw_conv1x1': 'conv',
+                 'dw_conv3x3': 'dwconv', 'norm': 'bn', 'pw_norm': 'bn'}
+
+
+def _vovnet_module(name: str) -> Optional[Tuple[str, str]]:
+  """(vovnet-detectron2 module, target kind) of a VoVNet conv / BN layer."""
+  match = _VOVNET_STEM_LAYER.fullmatch(name)
+  if match:
+    op = match.group('op')
+    return f'stem.stem_{match.group("n")}/{op}', _VOVNET_KINDS[op]
+  match = _VOVNET_OSA_LAYER.fullmatch(name)
+  if match:
+    s, m, op = match.group('s'), match.group('m'), match.group('op')
+    module = f'stage{s}.OSA{s}_{m}'
+    if match.group('i') is not None:
+      i = match.group('i')
+      unit = f'{module}.layers.{i}.OSA{s}_{m}_{i}'
+    elif match.group('unit') == 'reduction':
+      unit = f'{module}.conv_reduction.OSA{s}_{m}_reduction_0'
+    else:
+      unit = f'{module}.concat.OSA{s}_{m}_concat'
+    return f'{unit}/{op}', _VOVNET_KINDS[op]
+  return None
+
+
+def vovnet_targets(backbone: tf_keras.Model, rgb_from_bgr: bool = False,
+                   stem_input_scale: Optional[np.ndarray] = None,
+                   skipped_ese: Sequence[str] = ()) -> List[Target]:
+  """The VoVNet backbone in vovnet-detectron2's naming.
+
+  Args:
+    backbone: a `vovnet.VoVNet`.
+    rgb_from_bgr: the source's stem conv reads BGR (reverse its input
+      channels).
+    stem_input_scale: factors of the stem conv's input channels (target
+      order), or None.
+    skipped_ese: names of eSE layers that get no target.
+
+  Returns:
+    A Target per conv, depthwise conv, BN and eSE `fc`.
+
+  Raises:
+    ValueError: a layer with weights that has no vovnet-detectron2 name.
+  """
+  targets = []
+  for layer in backbone.layers:
+    if not layer.weights:
+      continue  # Input, padding, ReLU, pools, concatenations, adds.
+    match = _VOVNET_ESE_LAYER.fullmatch(layer.name)
+    if match:
+      if layer.name not in skipped_ese:
+        s, m = match.group('s'), match.group('m')
+        # pylint: disable=protected-access
+        targets.append(Target(f'stage{s}.OSA{s}_{m}.ese.fc', layer._fc,
+                              'conv'))
+        # pylint: enable=protected-access
+      continue
+    module = _vovnet_module(layer.name)
+    if module is None:
+      raise ValueError(f'VoVNet layer {layer.name!r} has weights but no '
+                       'vovnet-detectron2 name.')
+    prefix, kind = module
+    if layer.name == 'stem_1_conv':
+      targets.append(Target(prefix, layer, kind,
+                            in_order=BGR_TO_RGB if rgb_from_bgr else None,
+                            in_scale=stem_input_scale))
+    else:
+      targets.append(Target(prefix, layer, kind))
+  return targets
+
+
+def vovnet_gate_free_ese(
+    backbone: tf_keras.Model) -> List[tf_keras.layers.Layer]:
+  """The eSE layers of a VoVNet but those of each stage's last module."""
+  modules = {}
+  for layer in backbone.layers:
+    match = _VOVNET_ESE_LAYER.fullmatch(layer.name)
+    if match:
+      modules.setdefault(match.group('s'), []).append(
+          (int(match.group('m')), layer))
+  out = []
+  for stage in sorted(modules):
+    out += [layer for _, layer in sorted(modules[stage],
+                                         key=lambda item: item[0])[:-1]]
+  return out
+
+
+def set_gate_to_one(ese: tf_keras.layers.Layer) -> List[tf.Variable]:
+  """Kernel 0, bias 3: an eSE gate of relu6(0 + 3 + 3) / 6 = 1 exactly.
+
+  Returns:
+    The variables set.
+  """
+  fc = ese._fc  # pylint: disable=protected-access
+  fc.kernel.assign(tf.zeros_like(fc.kernel))
+  fc.bias.assign(tf.fill(tf.shape(fc.bias), tf.constant(3., fc.bias.dtype)))
+  return [fc.kernel, fc.bias]
+
+
+def _stem_input_scale(form: backbone_namings.Form,
+                      in_order: Optional[np.ndarray]) -> Optional[np.ndarray]:
+  """The stem's input-channel factors for this project's normalisation.
+
+  This project feeds (x - MEAN_RGB) / STDDEV_RGB. A source that subtracts
+  the same mean (in its channel order) and divides by `form.input_std`
+  reads that input times STDDEV_RGB / input_std: its stem kernel, scaled
+  so, computes the same (the zero padding is zero in both).
+
+  Args:
+    form: the source's naming.
+    in_order: source input channels in target order, or None.
+
+  Returns:
+    Factors in target (RGB) order, or None when the source's normalisation
+    is this project's.
+
+  Raises:
+    ConversionError: the source subtracts another mean (a stem bias would
+      be needed).
+  """
+  if form.input_mean is None and form.input_std is None:
+    return None
+  order = np.arange(3) if in_order is None else np.asarray(in_order)
+  if form.input_mean is not None:
+    source_mean = np.asarray(form.input_mean, np.float64)[order]
+    if not np.allclose(source_mean, unipercepnet_cfg.MEAN_RGB, atol=1e-3):
+      raise ConversionError(
+          f'{form.name} input mean {form.input_mean} (RGB order: '
+          f'{source_mean.tolist()}) is not MEAN_RGB '
+          f'{list(unipercepnet_cfg.MEAN_RGB)}.')
+  if form.input_std is None:
+    return None
+  return (np.asarray(unipercepnet_cfg.STDDEV_RGB, np.float64) /
+          np.asarray(form.input_std, np.float64)[order]).astype(np.float32)
+
+
+def fill_vovnet(backbone: tf_keras.Model, source: Dict[str, np.ndarray],
+                source_name: str = 'checkpoint') -> List[str]:
+  """Fills a VoVNet with ImageNet weights; all or nothing.
+
+  Args:
+    backbone: a `vovnet.VoVNet`.
+    source: the state dict, in a naming `backbone_namings.to_vovnet` reads.
+    source_name: the file, for messages.
+
+  Returns:
+    Names of the eSE variables the source has no weights for (timm's eSE
+    modules but the last of each stage), set to a gate of exactly 1.
+
+  Raises:
+    ValueError: an unrecognised naming (`backbone_namings.to_vovnet`).
+    ConversionError: source tensors or variables left unmatched, shape
+      mismatches (see `assign`).
+  """
+  source, form = backbone_namings.to_vovnet(source)
+  logging.info('%s: %s naming.', source_name, form.name)
+  gate_free = (vovnet_gate_free_ese(backbone) if form.ese_last_module_only
+               else [])
+  stem_order = BGR_TO_RGB if form.bgr else None
+  targets = vovnet_targets(
+      backbone, rgb_from_bgr=form.bgr,
+      stem_input_scale=_stem_input_scale(form, stem_order),
+      skipped_ese=[layer.name for layer in gate_free])
+  unsourced = {v.ref() for layer in gate_free for v in layer.variables}
+  assign(targets, source,
+         [v for v in backbone.variables if v.ref() not in unsourced],
+         source_name, skipped=form.skipped)
+  names = []
+  for layer in gate_free:
+    names += [v.name for v in set_gate_to_one(layer)]
+  if names:
+    logging.info(
+        '%s: no eSE weights for %d module(s) (timm has eSE on the last '
+        'module of each stage only); set to a gate of exactly 1 (kernel 0, '
+        'bias 3): %s', source_name, len(gate_free), ', '.join(names))
+  return names
+
+
 def _box_channel_order(num_anchors: int) -> np.ndarray:
   """Source box channels in target order: (x1, y1, x2, y2) -> (y1, x1, ...).
 
@@ -318,7 +526,16 @@ def convert_model(params: cfg.ExperimentConfig, source: Dict[str, np.ndarray],
 def convert_backbone(params: cfg.ExperimentConfig,
                      source: Dict[str, np.ndarray],
                      source_name: str = 'checkpoint') -> tf_keras.Model:
-  """The experiment's backbone holding ImageNet weights from `source`."""
+  """The experiment's backbone holding ImageNet weights from `source`.
+
+  A VoVNet (backbone type 'vovnet') is filled by `fill_vovnet`; the others
+  (RegNet, CAResNet) from MMDetection's naming, channel attention left as
+  initialised.
+  """
+  if params.task.model.backbone.type == 'vovnet':
+    _, model = build_task_and_model(params)
+    fill_vovnet(model.backbone, source, source_name)
+    return model.backbone
   source, form = backbone_namings.to_mmdet(source)
   logging.info('%s: %s naming.', source_name, form.name)
   _, model = build_task_and_model(params)
