@@ -41,6 +41,14 @@ def test_writer_is_laid_out_like_torch_save(tmp_path):
     assert zf.read('archive/data.pkl').startswith(b'\x80\x02')
 
 
+def test_a_transposed_view_is_written_with_its_values(tmp_path):
+  weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+  path = testutil.write_torch_file(tmp_path / 't.pth',
+                                   {'w': testutil.tensor(weight.T)})
+  np.testing.assert_array_equal(weights_io.load_state_dict(path)['w'],
+                                weight.T)
+
+
 def _history_buffer():
   return testutil.Foreign(
       'mmengine.logging.history_buffer', 'HistoryBuffer', (),

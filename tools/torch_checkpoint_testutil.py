@@ -150,8 +150,9 @@ def write_torch_file(path, obj, **kwargs):
 
 
 def tensor(array, type_name=None):
-  """A contiguous tensor of its own storage."""
-  array = np.asarray(array)
+  """A contiguous tensor of its own storage (a view, e.g. a transpose, is
+  copied: its storage holds the values in C order)."""
+  array = np.ascontiguousarray(array)
   strides = tuple(s // array.itemsize for s in array.strides)
   return Tensor(Storage(array, type_name), 0, array.shape, strides)
 
