@@ -126,7 +126,7 @@ stages' max pools have no weights. Recognised forms (after removing a
 
 import dataclasses
 import re
-from typing import Callable, Dict, Optional, Pattern, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Pattern, Sequence, Tuple
 
 import numpy as np
 
@@ -274,20 +274,33 @@ def _rename_key(key: str, rules: Sequence[Tuple[Pattern[str], str]]
   return None
 
 
+def _renamed_keys(source: Dict[str, np.ndarray], form_name: str,
+                  rename_key: Callable[[str], Optional[str]]
+                  ) -> Tuple[Dict[str, np.ndarray], List[str]]:
+  """(the source under `rename_key`'s names, the keys it has no name for).
+
+  Raises:
+    ValueError: if two keys get the same name.
+  """
+  out, unknown = {}, []
+  for key, value in source.items():
+    new_key = rename_key(key)
+    if new_key is None:
+      unknown.append(key)
+    elif new_key in out:
+      raise ValueError(f'{form_name}: {key!r} and another key both rename '
+                       f'to {new_key!r}.')
+    else:
+      out[new_key] = value
+  return out, unknown
+
+
 def _rename(source: Dict[str, np.ndarray],
             form: Form) -> Dict[str, np.ndarray]:
   """Renames a pycls / timm state dict with the form's rules."""
   rules = _COMPILED[form.name]
-  out, unknown = {}, []
-  for key, value in source.items():
-    new_key = _rename_key(key, rules)
-    if new_key is None:
-      unknown.append(key)
-    elif new_key in out:
-      raise ValueError(f'{form.name}: {key!r} and another key both rename '
-                       f'to {new_key!r}.')
-    else:
-      out[new_key] = value
+  out, unknown = _renamed_keys(source, form.name,
+                               lambda key: _rename_key(key, rules))
   if unknown:
     raise ValueError(
         f'The state dict looks like {form.name} naming, but {len(unknown)} '
@@ -469,16 +482,8 @@ def _rename_timm_vovnet(source: Dict[str, np.ndarray]
         '(`stages.*.blocks.*.attn.fc.*`) weights: VoVNet-v1 (`vovnet39a`, '
         '`vovnet57a`, no eSE and no identity mapping) and eca_vovnet39b are '
         'not supported; use an `ese_vovnet*` checkpoint.')
-  out, unknown = {}, []
-  for key, value in source.items():
-    new_key = _timm_vovnet_key(key, source)
-    if new_key is None:
-      unknown.append(key)
-    elif new_key in out:
-      raise ValueError(f'{TIMM_VOVNET.name}: {key!r} and another key both '
-                       f'rename to {new_key!r}.')
-    else:
-      out[new_key] = value
+  out, unknown = _renamed_keys(
+      source, TIMM_VOVNET.name, lambda key: _timm_vovnet_key(key, source))
   if unknown:
     raise ValueError(
         f'The state dict looks like {TIMM_VOVNET.name} naming, but '

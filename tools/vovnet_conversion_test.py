@@ -22,6 +22,7 @@ from official.core import exp_factory
 from official_ext.vision.modeling.backbones import vovnet
 from tools import backbone_namings
 from tools import convert_checkpoint
+from tools import convert_checkpoint_test
 from tools import torch_checkpoint_testutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,19 +50,9 @@ def _backbone(model_id, seed=None):
       model_id=model_id,
       input_specs=tf_keras.layers.InputSpec(shape=[None, 64, 64, 3]))
   if seed is not None:
-    _randomise(backbone.variables, seed)
+    convert_checkpoint_test._randomise(  # pylint: disable=protected-access
+        backbone.variables, seed)
   return backbone
-
-
-def _randomise(variables, seed):
-  """Distinct values everywhere, small enough to keep activations finite."""
-  rng = np.random.default_rng(seed)
-  for v in variables:
-    if 'moving_variance' in v.name or 'gamma' in v.name:
-      value = rng.uniform(0.5, 1.5, v.shape)
-    else:
-      value = rng.normal(0., 0.1, v.shape)
-    v.assign(value.astype(np.float32))
 
 
 def _torch_layout(variable):
