@@ -152,7 +152,9 @@ def write_torch_file(path, obj, **kwargs):
 def tensor(array, type_name=None):
   """A contiguous tensor of its own storage (a view, e.g. a transpose, is
   copied: its storage holds the values in C order)."""
-  array = np.ascontiguousarray(array)
+  # order='C' copies a view into C order and, unlike ascontiguousarray,
+  # keeps a 0-d array 0-d.
+  array = np.asarray(array, order='C')
   strides = tuple(s // array.itemsize for s in array.strides)
   return Tensor(Storage(array, type_name), 0, array.shape, strides)
 
