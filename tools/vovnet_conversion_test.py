@@ -8,8 +8,6 @@ VoVNet, and the two compared: values, and outputs on the same image.
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,7 +23,6 @@ from tools import convert_checkpoint
 from tools import convert_checkpoint_test
 from tools import torch_checkpoint_testutil
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STD = np.asarray(unipercepnet_cfg.STDDEV_RGB, np.float32)
 _TINY = {
     'task': {
@@ -374,14 +371,6 @@ def test_vovnet_experiment_backbone_for_init_checkpoint(tmp_path):
   _assert_same_variables(backbone, _restored_backbone(params, path))
 
 
-def _run(args, cwd):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=ROOT)
-  result = subprocess.run([sys.executable] + args, cwd=cwd, env=env,
-                          capture_output=True, text=True, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return result
-
-
 @pytest.mark.slow
 def test_command_converts_vovnet39_detectron2_pth(tmp_path):
   """A vovnet-detectron2 .pth, through the command, into init_checkpoint."""
@@ -392,11 +381,13 @@ def test_command_converts_vovnet39_detectron2_pth(tmp_path):
       {'model': {k: torch_checkpoint_testutil.tensor(v)
                  for k, v in state.items()}})
   out = tmp_path / 'pretrained'
-  result = _run([os.path.join(ROOT, 'tools', 'convert_checkpoint.py'),
-                 '--part=backbone', '--experiment=unipercepnet_vovnet39_coco',
-                 f'--params_override={json.dumps(_TINY)}',
-                 f'--checkpoint={checkpoint}', f'--output_dir={out}'],
-                tmp_path)
+  result = convert_checkpoint_test._run(  # pylint: disable=protected-access
+      [os.path.join(convert_checkpoint_test.ROOT, 'tools',
+                    'convert_checkpoint.py'),
+       '--part=backbone', '--experiment=unipercepnet_vovnet39_coco',
+       f'--params_override={json.dumps(_TINY)}',
+       f'--checkpoint={checkpoint}', f'--output_dir={out}'],
+      tmp_path)
   assert 'Wrote' in result.stdout
   assert 'vovnet-detectron2 VoVNet naming' in result.stderr
 
