@@ -11,10 +11,9 @@ from typing import Optional
 import tf_keras
 
 from official.modeling import hyperparams
-from official.modeling import tf_utils
 from official.vision.modeling.backbones import factory
+from official_ext.vision.modeling.backbones import base
 from official_ext.vision.modeling.layers import nn_blocks
-from official_ext.vision.modeling.layers import nn_layers
 
 # Blocks per stage of the bottleneck ResNets.
 RESNET_SPECS = {
@@ -27,7 +26,7 @@ _EXPANSION = 4
 
 
 @tf_keras.utils.register_keras_serializable(package='Vision')
-class CAResNet(tf_keras.Model):
+class CAResNet(base.EndpointBackbone):
   """Bottleneck ResNet; outputs endpoints '2'..'5' (strides 4..32)."""
 
   def __init__(self,
@@ -50,7 +49,7 @@ class CAResNet(tf_keras.Model):
     if model_id not in RESNET_SPECS:
       raise ValueError(f'Unknown ResNet model_id {model_id!r}; known: '
                        f'{sorted(RESNET_SPECS)}.')
-    self._config_dict = {
+    config_dict = {
         'model_id': model_id,
         'input_specs': input_specs,
         'channel_attention': channel_attention,
@@ -64,30 +63,11 @@ class CAResNet(tf_keras.Model):
         'kernel_regularizer': kernel_regularizer,
         'bias_regularizer': bias_regularizer,
     }
-    block_kwargs = dict(
-        channel_attention=channel_attention,
-        attention_reduction=attention_reduction,
-        kernel_initializer=kernel_initializer,
-        kernel_regularizer=kernel_regularizer,
-        bias_regularizer=bias_regularizer,
-        activation=activation,
-        use_sync_bn=use_sync_bn,
-        norm_momentum=norm_momentum,
-        norm_epsilon=norm_epsilon,
-        norm_eval=norm_eval)
+    args = base.ConvArgs.from_config(config_dict)
 
     inputs = tf_keras.Input(shape=input_specs.shape[1:])
-    # Strided convs and the pool pad symmetrically, as torchvision's do.
-    x = tf_keras.layers.ZeroPadding2D(3, name='stem_pad')(inputs)
-    x = tf_keras.layers.Conv2D(
-        64, 7, strides=2, padding='valid', use_bias=False,
-        kernel_initializer=tf_utils.clone_initializer(kernel_initializer),
-        kernel_regularizer=kernel_regularizer, name='stem_conv')(x)
-    x = nn_layers.BatchNormalization(
-        momentum=norm_momentum, epsilon=norm_epsilon,
-        synchronized=use_sync_bn, name='stem_norm')(
-            x, training=False if norm_eval else None)
-    x = tf_utils.get_activation(activation, use_keras_layer=True)(x)
+    # The stem conv and the pool pad symmetrically, as torchvision's do.
+    x = base.conv_norm_act(inputs, 64, 7, 2, 'stem', args)
     # Zeros pad like -inf here: the pool's inputs are ReLU outputs.
     x = tf_keras.layers.ZeroPadding2D(1, name='stem_pool_pad')(x)
     x = tf_keras.layers.MaxPool2D(3, strides=2, padding='valid',
@@ -99,22 +79,11 @@ class CAResNet(tf_keras.Model):
       x = nn_blocks.bottleneck_stage(
           x, num_blocks, filters * _EXPANSION, filters,
           strides=1 if i == 0 else 2, groups=1, name=f'stage{i + 1}',
-          **block_kwargs)
+          channel_attention=channel_attention,
+          attention_reduction=attention_reduction, **args.as_kwargs())
       endpoints[str(i + 2)] = x
 
-    self._output_specs = {k: v.get_shape() for k, v in endpoints.items()}
-    super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
-
-  @property
-  def output_specs(self):
-    return self._output_specs
-
-  def get_config(self):
-    return self._config_dict
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    return cls(**config)
+    super().__init__(inputs, endpoints, config_dict, **kwargs)
 
 
 @factory.register_backbone_builder('ca_resnet')
@@ -125,17 +94,12 @@ def build_ca_resnet(
     l2_regularizer: Optional[tf_keras.regularizers.Regularizer] = None
 ) -> tf_keras.Model:
   """Builds a CAResNet backbone from a `Backbone` OneOf config."""
-  if backbone_config.type != 'ca_resnet':
-    raise ValueError(f'Inconsistent backbone type {backbone_config.type!r}.')
-  cfg = backbone_config.get()
+  cfg, kwargs = base.builder_kwargs('ca_resnet', backbone_config,
+                                    norm_activation_config, l2_regularizer)
   return CAResNet(
       model_id=cfg.model_id,
       input_specs=input_specs,
       channel_attention=cfg.channel_attention,
       attention_reduction=cfg.attention_reduction,
       norm_eval=cfg.norm_eval,
-      activation=norm_activation_config.activation,
-      use_sync_bn=norm_activation_config.use_sync_bn,
-      norm_momentum=norm_activation_config.norm_momentum,
-      norm_epsilon=norm_activation_config.norm_epsilon,
-      kernel_regularizer=l2_regularizer)
+      **kwargs)

@@ -14,10 +14,9 @@ import numpy as np
 import tf_keras
 
 from official.modeling import hyperparams
-from official.modeling import tf_utils
 from official.vision.modeling.backbones import factory
+from official_ext.vision.modeling.backbones import base
 from official_ext.vision.modeling.layers import nn_blocks
-from official_ext.vision.modeling.layers import nn_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +78,7 @@ def generate_regnet_stages(params: RegNetParams,
 
 
 @tf_keras.utils.register_keras_serializable(package='Vision')
-class RegNet(tf_keras.Model):
+class RegNet(base.EndpointBackbone):
   """RegNetX; outputs endpoints '2'..'5' (strides 4..32)."""
 
   def __init__(self,
@@ -103,7 +102,7 @@ class RegNet(tf_keras.Model):
     if model_id not in REGNET_PARAMS:
       raise ValueError(f'Unknown RegNet model_id {model_id!r}; known: '
                        f'{sorted(REGNET_PARAMS)}.')
-    self._config_dict = {
+    config_dict = {
         'model_id': model_id,
         'input_specs': input_specs,
         'stem_filters': stem_filters,
@@ -119,31 +118,10 @@ class RegNet(tf_keras.Model):
         'bias_regularizer': bias_regularizer,
     }
     stages = generate_regnet_stages(REGNET_PARAMS[model_id])
-    block_kwargs = dict(
-        channel_attention=channel_attention,
-        attention_reduction=attention_reduction,
-        kernel_initializer=kernel_initializer,
-        kernel_regularizer=kernel_regularizer,
-        bias_regularizer=bias_regularizer,
-        activation=activation,
-        use_sync_bn=use_sync_bn,
-        norm_momentum=norm_momentum,
-        norm_epsilon=norm_epsilon,
-        norm_eval=norm_eval)
+    args = base.ConvArgs.from_config(config_dict)
 
     inputs = tf_keras.Input(shape=input_specs.shape[1:])
-    # Strided convs pad symmetrically, as PyTorch's (and pycls') do.
-    x = tf_keras.layers.ZeroPadding2D(1, name='stem_pad')(inputs)
-    x = tf_keras.layers.Conv2D(
-        stem_filters, 3, strides=2, padding='valid', use_bias=False,
-        kernel_initializer=tf_utils.clone_initializer(kernel_initializer),
-        kernel_regularizer=kernel_regularizer, name='stem_conv')(x)
-    x = nn_layers.BatchNormalization(
-        momentum=norm_momentum, epsilon=norm_epsilon,
-        synchronized=use_sync_bn, name='stem_norm')(
-            x, training=False if norm_eval else None)
-    x = tf_utils.get_activation(activation, use_keras_layer=True)(x)
-
+    x = base.conv_norm_act(inputs, stem_filters, 3, 2, 'stem', args)
     endpoints = {}
     for i, (width, depth, group_width, bottleneck) in enumerate(
         zip(stages.widths, stages.depths, stages.group_widths,
@@ -151,27 +129,16 @@ class RegNet(tf_keras.Model):
       x = nn_blocks.bottleneck_stage(
           x, depth, width, bottleneck, strides=2,
           groups=bottleneck // group_width, name=f'stage{i + 1}',
-          **block_kwargs)
+          channel_attention=channel_attention,
+          attention_reduction=attention_reduction, **args.as_kwargs())
       endpoints[str(i + 2)] = x
 
     self._stages = stages
-    self._output_specs = {k: v.get_shape() for k, v in endpoints.items()}
-    super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
+    super().__init__(inputs, endpoints, config_dict, **kwargs)
 
   @property
   def stages(self) -> RegNetStages:
     return self._stages
-
-  @property
-  def output_specs(self):
-    return self._output_specs
-
-  def get_config(self):
-    return self._config_dict
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    return cls(**config)
 
 
 @factory.register_backbone_builder('regnet')
@@ -182,9 +149,8 @@ def build_regnet(
     l2_regularizer: Optional[tf_keras.regularizers.Regularizer] = None
 ) -> tf_keras.Model:
   """Builds a RegNet backbone from a `Backbone` OneOf config."""
-  if backbone_config.type != 'regnet':
-    raise ValueError(f'Inconsistent backbone type {backbone_config.type!r}.')
-  cfg = backbone_config.get()
+  cfg, kwargs = base.builder_kwargs('regnet', backbone_config,
+                                    norm_activation_config, l2_regularizer)
   return RegNet(
       model_id=cfg.model_id,
       input_specs=input_specs,
@@ -192,8 +158,4 @@ def build_regnet(
       channel_attention=cfg.channel_attention,
       attention_reduction=cfg.attention_reduction,
       norm_eval=cfg.norm_eval,
-      activation=norm_activation_config.activation,
-      use_sync_bn=norm_activation_config.use_sync_bn,
-      norm_momentum=norm_activation_config.norm_momentum,
-      norm_epsilon=norm_activation_config.norm_epsilon,
-      kernel_regularizer=l2_regularizer)
+      **kwargs)

@@ -18,11 +18,6 @@ def _trainable(model):
   return int(sum(np.prod(v.shape) for v in model.trainable_weights))
 
 
-def _bn_moving_stats(model):
-  return {v.name: v.numpy().copy() for v in model.non_trainable_weights
-          if 'moving_' in v.name}
-
-
 class GenerateRegNetStagesTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
@@ -118,43 +113,16 @@ class RegNetTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'Unknown RegNet model_id'):
       regnet.RegNet(model_id='regnetx_5gf', input_specs=_SPEC_64)
 
-  @parameterized.parameters(True, False)
-  def test_norm_eval(self, norm_eval):
+  def test_channel_attention_params_200mf(self):
     model = regnet.RegNet(model_id='regnetx_200mf', input_specs=_SPEC_64,
-                          norm_eval=norm_eval)
-    before = _bn_moving_stats(model)
-    self.assertNotEmpty(before)
-    model(tf.random.uniform([2, 64, 64, 3], seed=1), training=True)
-    after = _bn_moving_stats(model)
-    changed = [k for k in before
-               if np.max(np.abs(before[k] - after[k])) > 0]
-    if norm_eval:
-      self.assertEmpty(changed)
-    else:
-      # Every BN (stem included) updated its statistics.
-      self.assertLen(changed, len(before))
-
-  def test_config_round_trip(self):
-    model = regnet.RegNet(model_id='regnetx_200mf', input_specs=_SPEC_64,
-                          channel_attention=True, attention_reduction=8,
-                          norm_eval=True, norm_momentum=0.97)
-    config = model.get_config()
-    self.assertEqual(config['model_id'], 'regnetx_200mf')
-    self.assertTrue(config['channel_attention'])
-    self.assertEqual(config['attention_reduction'], 8)
-    new_model = regnet.RegNet.from_config(config)
-    self.assertAllEqual(new_model.get_config(), config)
-    self.assertEqual(new_model.count_params(), model.count_params())
+                          channel_attention=True, attention_reduction=8)
+    self.assertTrue(model.get_config()['channel_attention'])
+    self.assertEqual(model.get_config()['attention_reduction'], 8)
     # pycls RegNetX-200MF: 2,684,792 params including the 368 -> 1000 FC;
     # channel attention (r=8) adds per block 2*C*(C/8) + C/8 + C:
     # C=24: 171, C=56: 847, 4 x C=152: 5,947, 7 x C=368: 34,270.
-    self.assertEqual(_trainable(new_model),
+    self.assertEqual(_trainable(model),
                      2_684_792 - 369_000 + 171 + 847 + 4 * 5947 + 7 * 34270)
-    new_model.set_weights(model.get_weights())
-    x = tf.random.uniform([1, 64, 64, 3], seed=2)
-    out, new_out = model(x, training=False), new_model(x, training=False)
-    for k in ['2', '3', '4', '5']:
-      self.assertAllClose(new_out[k], out[k], atol=1e-6, rtol=1e-6)
 
   def test_factory(self):
     cfg = bcfg.Backbone(type='regnet',

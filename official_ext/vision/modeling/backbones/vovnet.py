@@ -68,7 +68,7 @@ import tf_keras
 from official.modeling import hyperparams
 from official.modeling import tf_utils
 from official.vision.modeling.backbones import factory
-from official_ext.vision.modeling.layers import nn_layers
+from official_ext.vision.modeling.backbones import base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,64 +213,8 @@ class CeilModeMaxPool2D(tf_keras.layers.Layer):
     return tf.TensorShape(shape)
 
 
-@dataclasses.dataclass(frozen=True)
-class ConvArgs:
-  """Settings shared by the convs, BN layers and activations."""
-  kernel_initializer: str = 'VarianceScaling'
-  kernel_regularizer: Optional[tf_keras.regularizers.Regularizer] = None
-  bias_regularizer: Optional[tf_keras.regularizers.Regularizer] = None
-  activation: str = 'relu'
-  use_sync_bn: bool = False
-  norm_momentum: float = 0.9
-  norm_epsilon: float = 1e-5
-  # BN always in inference mode (frozen statistics; gamma and beta train).
-  norm_eval: bool = False
-
-
-def _norm_act(x: tf.Tensor, norm_name: str, act_name: str,
-              args: ConvArgs) -> tf.Tensor:
-  x = nn_layers.BatchNormalization(
-      momentum=args.norm_momentum, epsilon=args.norm_epsilon,
-      synchronized=args.use_sync_bn, name=norm_name)(
-          x, training=False if args.norm_eval else None)
-  return tf_keras.layers.Activation(
-      tf_utils.get_activation(args.activation), name=act_name)(x)
-
-
-def _pad_for(x: tf.Tensor, kernel_size: int, strides: int,
-             prefix: str) -> Tuple[tf.Tensor, str]:
-  """Pads symmetrically before a strided conv, as PyTorch's padding does."""
-  if strides == 1:
-    return x, 'same'
-  x = tf_keras.layers.ZeroPadding2D(kernel_size // 2, name=f'{prefix}_pad')(x)
-  return x, 'valid'
-
-
-def conv_norm_act(x: tf.Tensor, filters: int, kernel_size: int,
-                  strides: int, prefix: str, args: ConvArgs) -> tf.Tensor:
-  """Conv (no bias) -> BN -> activation; layers `{prefix}_conv|norm|relu`.
-
-  Args:
-    x: the input (NHWC).
-    filters: output channels.
-    kernel_size: 1 or 3.
-    strides: 1 or 2.
-    prefix: the layer name prefix.
-    args: the shared settings.
-
-  Returns:
-    The output.
-  """
-  x, padding = _pad_for(x, kernel_size, strides, prefix)
-  x = tf_keras.layers.Conv2D(
-      filters, kernel_size, strides=strides, padding=padding, use_bias=False,
-      kernel_initializer=tf_utils.clone_initializer(args.kernel_initializer),
-      kernel_regularizer=args.kernel_regularizer, name=f'{prefix}_conv')(x)
-  return _norm_act(x, f'{prefix}_norm', f'{prefix}_relu', args)
-
-
 def dw_conv_norm_act(x: tf.Tensor, filters: int, strides: int, prefix: str,
-                     args: ConvArgs) -> tf.Tensor:
+                     args: base.ConvArgs) -> tf.Tensor:
   """Depthwise 3x3 -> pointwise 1x1 -> BN -> activation (no BN between).
 
   Layers `{prefix}_dw_conv3x3`, `_pw_conv1x1`, `_pw_norm` and `_pw_relu`.
@@ -285,7 +229,7 @@ def dw_conv_norm_act(x: tf.Tensor, filters: int, strides: int, prefix: str,
   Returns:
     The output.
   """
-  x, padding = _pad_for(x, 3, strides, prefix)
+  x, padding = base.pad_for(x, 3, strides, prefix)
   x = tf_keras.layers.DepthwiseConv2D(
       3, strides=strides, padding=padding, use_bias=False,
       depthwise_initializer=tf_utils.clone_initializer(
@@ -297,12 +241,12 @@ def dw_conv_norm_act(x: tf.Tensor, filters: int, strides: int, prefix: str,
       kernel_initializer=tf_utils.clone_initializer(args.kernel_initializer),
       kernel_regularizer=args.kernel_regularizer,
       name=f'{prefix}_pw_conv1x1')(x)
-  return _norm_act(x, f'{prefix}_pw_norm', f'{prefix}_pw_relu', args)
+  return base.norm_act(x, f'{prefix}_pw_norm', f'{prefix}_pw_relu', args)
 
 
 def osa_module(x: tf.Tensor, conv_filters: int, out_filters: int,
                num_layers: int, identity: bool, depthwise: bool, prefix: str,
-               args: ConvArgs) -> tf.Tensor:
+               args: base.ConvArgs) -> tf.Tensor:
   """One OSA module with eSE (see the module docstring).
 
   Args:
@@ -327,15 +271,15 @@ def osa_module(x: tf.Tensor, conv_filters: int, out_filters: int,
   outputs = [x]
   y = x
   if depthwise and in_filters != conv_filters:
-    y = conv_norm_act(y, conv_filters, 1, 1, f'{prefix}_reduction', args)
+    y = base.conv_norm_act(y, conv_filters, 1, 1, f'{prefix}_reduction', args)
   for i in range(num_layers):
     if depthwise:
       y = dw_conv_norm_act(y, conv_filters, 1, f'{prefix}_layer{i}', args)
     else:
-      y = conv_norm_act(y, conv_filters, 3, 1, f'{prefix}_layer{i}', args)
+      y = base.conv_norm_act(y, conv_filters, 3, 1, f'{prefix}_layer{i}', args)
     outputs.append(y)
   y = tf_keras.layers.Concatenate(axis=-1, name=f'{prefix}_concat')(outputs)
-  y = conv_norm_act(y, out_filters, 1, 1, f'{prefix}_concat', args)
+  y = base.conv_norm_act(y, out_filters, 1, 1, f'{prefix}_concat', args)
   y = EffectiveSE(
       kernel_initializer=args.kernel_initializer,
       kernel_regularizer=args.kernel_regularizer,
@@ -346,7 +290,7 @@ def osa_module(x: tf.Tensor, conv_filters: int, out_filters: int,
 
 
 @tf_keras.utils.register_keras_serializable(package='Vision')
-class VoVNet(tf_keras.Model):
+class VoVNet(base.EndpointBackbone):
   """VoVNet-v2 (eSE); outputs endpoints '2'..'5' (strides 4..32).
 
   The input height and width must be multiples of 32 where they are known.
@@ -390,7 +334,7 @@ class VoVNet(tf_keras.Model):
         width is not None and width % 32):
       raise ValueError(f'The VoVNet input size must be a multiple of 32, got '
                        f'{height}x{width} (height x width).')
-    self._config_dict = {
+    config_dict = {
         'model_id': model_id,
         'input_specs': input_specs,
         'norm_eval': norm_eval,
@@ -403,24 +347,16 @@ class VoVNet(tf_keras.Model):
         'bias_regularizer': bias_regularizer,
     }
     spec = VOVNET_SPECS[model_id]
-    args = ConvArgs(
-        kernel_initializer=kernel_initializer,
-        kernel_regularizer=kernel_regularizer,
-        bias_regularizer=bias_regularizer,
-        activation=activation,
-        use_sync_bn=use_sync_bn,
-        norm_momentum=norm_momentum,
-        norm_epsilon=norm_epsilon,
-        norm_eval=norm_eval)
+    args = base.ConvArgs.from_config(config_dict)
 
     inputs = tf_keras.Input(shape=input_specs.shape[1:])
-    x = conv_norm_act(inputs, spec.stem_filters[0], 3, 2, 'stem_1', args)
+    x = base.conv_norm_act(inputs, spec.stem_filters[0], 3, 2, 'stem_1', args)
     for n, strides in ((2, 1), (3, 2)):
       if spec.depthwise:
         x = dw_conv_norm_act(x, spec.stem_filters[n - 1], strides,
                              f'stem_{n}', args)
       else:
-        x = conv_norm_act(x, spec.stem_filters[n - 1], 3, strides,
+        x = base.conv_norm_act(x, spec.stem_filters[n - 1], 3, strides,
                           f'stem_{n}', args)
 
     endpoints = {}
@@ -438,23 +374,11 @@ class VoVNet(tf_keras.Model):
       endpoints[str(stage)] = x
 
     self._architecture = spec
-    self._output_specs = {k: v.get_shape() for k, v in endpoints.items()}
-    super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
+    super().__init__(inputs, endpoints, config_dict, **kwargs)
 
   @property
   def architecture(self) -> VoVNetSpec:
     return self._architecture
-
-  @property
-  def output_specs(self):
-    return self._output_specs
-
-  def get_config(self):
-    return self._config_dict
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    return cls(**config)
 
 
 @factory.register_backbone_builder('vovnet')
@@ -475,15 +399,7 @@ def build_vovnet(
   Returns:
     The `VoVNet`.
   """
-  if backbone_config.type != 'vovnet':
-    raise ValueError(f'Inconsistent backbone type {backbone_config.type!r}.')
-  cfg = backbone_config.get()
-  return VoVNet(
-      model_id=cfg.model_id,
-      input_specs=input_specs,
-      norm_eval=cfg.norm_eval,
-      activation=norm_activation_config.activation,
-      use_sync_bn=norm_activation_config.use_sync_bn,
-      norm_momentum=norm_activation_config.norm_momentum,
-      norm_epsilon=norm_activation_config.norm_epsilon,
-      kernel_regularizer=l2_regularizer)
+  cfg, kwargs = base.builder_kwargs('vovnet', backbone_config,
+                                    norm_activation_config, l2_regularizer)
+  return VoVNet(model_id=cfg.model_id, input_specs=input_specs,
+                norm_eval=cfg.norm_eval, **kwargs)

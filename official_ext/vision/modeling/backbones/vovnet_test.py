@@ -8,6 +8,7 @@ import tf_keras
 from official.vision.configs import common
 from official.vision.modeling.backbones import factory
 from official_ext.vision.configs import backbones as bcfg
+from official_ext.vision.modeling.backbones import base
 from official_ext.vision.modeling.backbones import vovnet
 
 _SPEC_64 = tf_keras.layers.InputSpec(shape=[None, 64, 64, 3])
@@ -17,11 +18,6 @@ _SLIM = {'2': 112, '3': 256, '4': 384, '5': 512}
 
 def _trainable(model):
   return int(sum(np.prod(v.shape) for v in model.trainable_weights))
-
-
-def _bn_moving_stats(model):
-  return {v.name: v.numpy().copy() for v in model.non_trainable_weights
-          if 'moving_' in v.name}
 
 
 def _spec_params(spec: vovnet.VoVNetSpec) -> int:
@@ -139,7 +135,7 @@ def _osa_model(in_channels, conv_filters, out_filters, num_layers, identity,
   inputs = tf_keras.Input([8, 8, in_channels])
   outputs = vovnet.osa_module(
       inputs, conv_filters, out_filters, num_layers, identity=identity,
-      depthwise=depthwise, prefix='stage4_OSA4_2', args=vovnet.ConvArgs())
+      depthwise=depthwise, prefix='stage4_OSA4_2', args=base.ConvArgs())
   return tf_keras.Model(inputs, outputs)
 
 
@@ -301,36 +297,6 @@ class VoVNetTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'Unknown VoVNet model_id'):
       vovnet.VoVNet(model_id='V-27-eSE', input_specs=_SPEC_64)
 
-  @parameterized.parameters(True, False)
-  def test_norm_eval(self, norm_eval):
-    model = vovnet.VoVNet(model_id='V-19-slim-dw-eSE', input_specs=_SPEC_64,
-                          norm_eval=norm_eval)
-    before = _bn_moving_stats(model)
-    self.assertNotEmpty(before)
-    model(tf.random.uniform([2, 64, 64, 3], seed=1), training=True)
-    after = _bn_moving_stats(model)
-    changed = [k for k in before
-               if np.max(np.abs(before[k] - after[k])) > 0]
-    if norm_eval:
-      self.assertEmpty(changed)
-    else:
-      self.assertLen(changed, len(before))
-
-  def test_config_round_trip(self):
-    model = vovnet.VoVNet(model_id='V-19-slim-eSE', input_specs=_SPEC_64,
-                          norm_eval=True, norm_momentum=0.97)
-    config = model.get_config()
-    self.assertEqual(config['model_id'], 'V-19-slim-eSE')
-    self.assertTrue(config['norm_eval'])
-    new_model = vovnet.VoVNet.from_config(config)
-    self.assertAllEqual(new_model.get_config(), config)
-    self.assertEqual(new_model.count_params(), model.count_params())
-    new_model.set_weights(model.get_weights())
-    x = tf.random.uniform([1, 64, 64, 3], seed=2)
-    out, new_out = model(x, training=False), new_model(x, training=False)
-    for k in ['2', '3', '4', '5']:
-      self.assertAllClose(new_out[k], out[k], atol=1e-6, rtol=1e-6)
-
   def test_factory(self):
     cfg = bcfg.Backbone(type='vovnet',
                         vovnet=bcfg.VoVNet(model_id='V-19-slim-eSE'))
@@ -346,11 +312,6 @@ class VoVNetTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(model.output_specs['5'].as_list(), [None, 2, 2, 512])
     self.assertEqual(_trainable(model),
                      _spec_params(vovnet.VOVNET_SPECS['V-19-slim-eSE']))
-
-  def test_builder_rejects_other_type(self):
-    cfg = bcfg.Backbone(type='regnet')
-    with self.assertRaises(ValueError):
-      vovnet.build_vovnet(_SPEC_64, cfg, common.NormActivation())
 
 
 if __name__ == '__main__':
