@@ -34,6 +34,19 @@ def _small_params():
   return params
 
 
+def add_noise_to_averages(optimizer, seed: int = 0, stddev: float = 0.05):
+  """Sets the EMA averages of `optimizer` (after `shadow_copy`) to their
+  weights plus Gaussian noise: an export must then carry the averages, and
+  the detection scores of a random model differ instead of all tying."""
+  rng = np.random.default_rng(seed)
+  # pylint: disable=protected-access
+  for average, weight in zip(optimizer._average_weights,
+                             optimizer._model_weights):
+    noise = rng.normal(0., stddev, weight.shape).astype(np.float32)
+    average.assign(weight.numpy() + noise * (weight.dtype == tf.float32))
+  # pylint: enable=protected-access
+
+
 @pytest.fixture(scope='session')
 def small_checkpoint(tmp_path_factory):
   """(params, run dir with params.yaml and ckpt-1, raw weights, averages).
@@ -48,12 +61,8 @@ def small_checkpoint(tmp_path_factory):
   model = task.build_model()
   optimizer = task.create_optimizer(params.trainer.optimizer_config)
   optimizer.shadow_copy(model)
-  rng = np.random.default_rng(0)
+  add_noise_to_averages(optimizer)
   # pylint: disable=protected-access
-  for average, weight in zip(optimizer._average_weights,
-                             optimizer._model_weights):
-    noise = rng.normal(0., 0.05, weight.shape).astype(np.float32)
-    average.assign(weight.numpy() + noise * (weight.dtype == tf.float32))
   averages = [a.numpy() for a in optimizer._average_weights]
   raw = [w.numpy() for w in optimizer._model_weights]
   # pylint: enable=protected-access

@@ -24,6 +24,11 @@ The model converted (with tf2onnx) is the `tflite` input type of
           detection_classes   int32   [B, D]     dataset category ids, 0:
                                                  padding
           detection_masks     float32 [B, D, M, M] probabilities in each box
+  panoptic models also
+          category_mask       int32   [B, H, W]  dataset category ids of
+                                                 things and stuff, 0: void
+          instance_mask       int32   [B, H, W]  d + 1 where detection d
+                                                 owns the pixel, 0: none
 
 The weights are the checkpoint's inference weights (the EMA averages when
 training kept them). What a caller needs to prepare the inputs (input size,
@@ -53,6 +58,13 @@ DEFAULT_OPSET = 17
 INPUT_NAME = 'inputs'
 OUTPUT_NAMES = ('num_detections', 'detection_boxes', 'detection_scores',
                 'detection_classes', 'detection_masks')
+PANOPTIC_OUTPUT_NAMES = ('category_mask', 'instance_mask')
+
+
+def _output_names(structured_outputs: Mapping[str, Any]) -> List[str]:
+  """The outputs the model has of OUTPUT_NAMES and PANOPTIC_OUTPUT_NAMES."""
+  return [n for n in OUTPUT_NAMES + PANOPTIC_OUTPUT_NAMES
+          if n in structured_outputs]
 
 
 # ------------------------------------------------------------- conversion.
@@ -111,7 +123,8 @@ def _collect_errors():
 
 
 def _metadata(module, params, checkpoint_path: str, opset: int,
-              mask_size: Optional[int]) -> Dict[str, Any]:
+              mask_size: Optional[int],
+              output_names: Sequence[str]) -> Dict[str, Any]:
   """What a runner needs to prepare inputs and read outputs."""
   from configs import unipercepnet as unipercepnet_cfg  # pylint: disable=g-import-not-at-top
   import tf2onnx  # pylint: disable=g-import-not-at-top
@@ -129,7 +142,7 @@ def _metadata(module, params, checkpoint_path: str, opset: int,
       'test_scale': ([int(s) for s in parser.test_scale]
                      if parser.test_scale else None),
       'category_ids': module.category_ids,
-      'output_names': list(OUTPUT_NAMES if mask_size else OUTPUT_NAMES[:-1]),
+      'output_names': list(output_names),
       'max_num_detections': int(generator.max_num_detections),
       'mask_size': mask_size,
       'boxes': 'ymin, xmin, ymax, xmax in pixels of the network input',
@@ -194,6 +207,7 @@ def export_onnx(params,
   outputs = function.get_concrete_function().structured_outputs
   mask_size = (int(outputs['detection_masks'].shape[-1])
                if 'detection_masks' in outputs else None)
+  expected = _output_names(outputs)
   tf2onnx_start = time.time()
   with _collect_errors() as errors:
     model, _ = tf2onnx.convert.from_function(
@@ -204,12 +218,11 @@ def export_onnx(params,
     raise RuntimeError('tf2onnx could not convert the model: ' +
                        '; '.join(errors[:5]))
   names = sorted(o.name for o in model.graph.output)
-  expected = sorted(n for n in OUTPUT_NAMES
-                    if n != 'detection_masks' or mask_size)
-  if names != expected:
-    raise RuntimeError(f'The ONNX outputs are {names}, not {expected}.')
+  if names != sorted(expected):
+    raise RuntimeError(f'The ONNX outputs are {names}, not '
+                       f'{sorted(expected)}.')
   metadata = _metadata(module, module.params, checkpoint_path, opset,
-                       mask_size)
+                       mask_size, expected)
   entry = model.metadata_props.add()
   entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
   model.doc_string = ('UniPercepNet-S detections of preprocessed float32 '

@@ -1,6 +1,7 @@
 """A panoptic model's SavedModel: category and instance masks with dataset
 ids, consistent with its detections, the same after save and load."""
 
+import copy
 import os
 
 import numpy as np
@@ -11,8 +12,11 @@ from official.core import exp_factory
 from official.core import task_factory
 import registry_imports  # pylint: disable=unused-import
 from configs import unipercepnet as unipercepnet_cfg
+from dataloaders.ops import preprocess_ops
 from serving import conftest
+from serving import export_onnx
 from serving import export_saved_model_lib
+from serving import export_tflite
 from serving import predict
 
 _THINGS = [1, 2, 4]
@@ -30,10 +34,13 @@ def panoptic_run(tmp_path_factory):
                 'detection_generator': {'max_num_detections': 20}},
       'annotation_file': '', 'category_ids': _THINGS}}, is_strict=True)
   # Random weights score everything about 0.01: threshold 0 keeps them.
+  # Seeded: the same weights whatever ran before in this process.
+  tf.keras.utils.set_random_seed(0)
   task = task_factory.get_task(params.task)
   model = task.build_model()
   optimizer = task.create_optimizer(params.trainer.optimizer_config)
   optimizer.shadow_copy(model)
+  conftest.add_noise_to_averages(optimizer)
   run_dir = str(tmp_path_factory.mktemp('panoptic_run'))
   tf.train.Checkpoint(model=model, optimizer=optimizer).save(
       os.path.join(run_dir, 'ckpt'))
@@ -90,3 +97,54 @@ def test_saved_model_gives_the_same_masks(panoptic_run, panoptic_module,
   assert detections.category_mask.shape == (48, 80)
   assert set(np.unique(detections.category_mask)) <= (
       {0} | set(_THINGS) | set(_STUFF))
+
+
+def _network_input(params, height, width, seed):
+  """A random image preprocessed as evaluation does, [1, 64, 64, 3]."""
+  parser = params.task.validation_data.parser
+  image, _, _ = preprocess_ops.preprocess_for_inference(
+      tf.constant(conftest.random_image(height, width, seed)), [64, 64],
+      parser.pad_value, parser.test_scale)
+  return image.numpy()[np.newaxis].astype(np.float32)
+
+
+@pytest.mark.parametrize('runtime', ['tflite', 'onnx'])
+def test_tflite_and_onnx_give_the_panoptic_masks(panoptic_run, runtime,
+                                                 tmp_path):
+  params, run_dir = panoptic_run
+  # Instances keep only their surest pixels, so that stuff and void show
+  # between them: all three paths of the fusion are compared.
+  params = copy.deepcopy(params)
+  params.task.model.panoptic.fusion.mask_threshold = 0.9
+  if runtime == 'tflite':
+    path = export_tflite.export(params, run_dir, str(tmp_path),
+                                quantizations=['float32'])['float32']
+    runner = export_tflite.TFLiteRunner(path)
+    predictor = predict.tflite_predictor(path)
+  else:
+    path = str(tmp_path / 'model.onnx')
+    export_onnx.export_onnx(params, run_dir, path)
+    runner = export_onnx.OnnxRunner(path)
+    predictor = predict.onnx_predictor(path)
+  # TensorFlow on the same inputs, with the NMS the TFLite file runs.
+  module = export_tflite.build_module(params, run_dir)
+  inputs = _network_input(params, 48, 80, seed=5)
+  expected = {k: v.numpy() for k, v in
+              module.inference_for_tflite(tf.constant(inputs)).items()}
+  actual = runner(inputs)
+  for key in ('category_mask', 'instance_mask'):
+    assert actual[key].shape == expected[key].shape == (1, 64, 64), key
+    assert actual[key].dtype == np.int32, key
+  np.testing.assert_array_equal(actual['category_mask'],
+                                expected['category_mask'])
+  np.testing.assert_array_equal(actual['instance_mask'],
+                                expected['instance_mask'])
+  # Things, stuff and void all appear (the preprocessed input has no
+  # valid size: the padding is fused as image).
+  ids = set(np.unique(actual['category_mask']))
+  assert ids & set(_THINGS) and ids & set(_STUFF) and 0 in ids, ids
+  assert len(set(np.unique(actual['instance_mask'])) - {0}) >= 3
+  # predict.py's reading: masks cut to the image and resized to it.
+  detections = predictor(conftest.random_image(48, 80, seed=5))
+  assert detections.category_mask.shape == (48, 80)
+  assert set(np.unique(detections.category_mask)) <= ids

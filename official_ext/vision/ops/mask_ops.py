@@ -116,9 +116,15 @@ def paste_masks(masks: tf.Tensor, boxes: tf.Tensor,
     low = tf.floor(c)
     frac = c - low
     low = tf.cast(low, tf.int32)
-    # tf.one_hot gives zero rows for indices outside the crop.
-    weights = (tf.one_hot(low, size) * (1. - frac)[..., None] +
-               tf.one_hot(low + 1, size) * frac[..., None])
+
+    def one_hot(index):
+      # Zero rows for indices outside the crop. tf.one_hot gives them for
+      # negative indices too, but ONNX's OneHot counts those from the end:
+      # they are moved past it first.
+      return tf.one_hot(tf.where(index < 0, size, index), size)
+
+    weights = (one_hot(low) * (1. - frac)[..., None] +
+               one_hot(low + 1) * frac[..., None])
     window = ((pixels >= tf.floor(start) - 1.) &
               (pixels < tf.math.ceil(end) + 1.))
     return weights, window

@@ -151,15 +151,13 @@ class PanopticFusion(tf_keras.layers.Layer):
     """
     num_semantic = self._config_dict['num_stuff_classes'] + 1
     semantic = tf.argmax(semantic_logits, axis=-1, output_type=tf.int32)
-    batch_size = tf.shape(semantic)[0]
-    # Per-image areas of each semantic class on the free pixels; the extra
-    # bin num_semantic collects the other pixels.
-    bins = tf.where(free, semantic, num_semantic)
-    bins += tf.range(batch_size)[:, tf.newaxis, tf.newaxis] * (
-        num_semantic + 1)
-    areas = tf.math.unsorted_segment_sum(
-        tf.ones_like(bins), bins, batch_size * (num_semantic + 1))
-    areas = tf.reshape(areas, [batch_size, num_semantic + 1])[:, :-1]
+    # Per-image areas of each semantic class on the free pixels, a class
+    # at a time: no [B, H, W, S + 1] one-hot (232 MB an image at COCO's
+    # size), and no UnsortedSegmentSum, which tf2onnx cannot convert.
+    free_semantic = tf.where(free, semantic, -1)
+    areas = tf.stack([
+        tf.reduce_sum(tf.cast(free_semantic == c, tf.int32), axis=[1, 2])
+        for c in range(num_semantic)], axis=1)
     is_stuff = tf.range(num_semantic) > 0
     kept = (areas >= self._config_dict['stuff_area_threshold']) & is_stuff
     claim = free & tf.gather(kept, semantic, batch_dims=1)
