@@ -357,7 +357,7 @@ class VoVNet(base.EndpointBackbone):
                              f'stem_{n}', args)
       else:
         x = base.conv_norm_act(x, spec.stem_filters[n - 1], 3, strides,
-                          f'stem_{n}', args)
+                               f'stem_{n}', args)
 
     endpoints = {}
     for i, (conv_filters, out_filters, num_modules) in enumerate(
