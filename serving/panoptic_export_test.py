@@ -135,10 +135,13 @@ def test_tflite_and_onnx_give_the_panoptic_masks(panoptic_run, runtime,
   for key in ('category_mask', 'instance_mask'):
     assert actual[key].shape == expected[key].shape == (1, 64, 64), key
     assert actual[key].dtype == np.int32, key
-  np.testing.assert_array_equal(actual['category_mask'],
-                                expected['category_mask'])
-  np.testing.assert_array_equal(actual['instance_mask'],
-                                expected['instance_mask'])
+  # The same masks, but for pixels that float rounding may move across a
+  # threshold (a pasted probability at 0.9, an overlap at 0.5) on another
+  # CPU: at most 1% (none differed on an AVX-512 Xeon). The paste itself
+  # is compared to 1e-5 in mask_ops_test.
+  for key in ('category_mask', 'instance_mask'):
+    differ = int((actual[key] != expected[key]).sum())
+    assert differ <= 41, f'{key}: {differ} of 4096 pixels differ'
   # Things, stuff and void all appear (the preprocessed input has no
   # valid size: the padding is fused as image).
   ids = set(np.unique(actual['category_mask']))
