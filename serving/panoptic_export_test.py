@@ -1,5 +1,6 @@
-"""A panoptic model's SavedModel: category and instance masks with dataset
-ids, consistent with its detections, the same after save and load."""
+"""A panoptic model's exports: the SavedModel's category and instance masks
+have dataset ids, agree with its detections and survive save and load; the
+float32 TFLite and the ONNX models give TensorFlow's masks."""
 
 import copy
 import os
