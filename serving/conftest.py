@@ -12,6 +12,7 @@ from official.core import exp_factory
 from official.core import task_factory
 from official.core import train_utils
 import registry_imports  # pylint: disable=unused-import
+from dataloaders.ops import preprocess_ops
 from serving import export_saved_model_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,3 +129,18 @@ def assert_predictor_matches_saved_model(predictor, export_dir,
   np.testing.assert_allclose(got.scores, expected.scores, atol=score_atol)
   assert got.masks.shape == (len(got.scores), 32, 32)
   assert (got.masks != expected.masks).mean() < 1e-3
+
+
+def network_inputs(params, sizes, seed=0) -> np.ndarray:
+  """float32 [len(sizes), H, W, 3]: random images of `sizes` (image i of
+  seed + i) preprocessed as evaluation does for `params`' model: resized
+  into its input size H x W, padded with pad_value, normalised."""
+  parser = params.task.validation_data.parser
+  input_size = list(params.task.model.input_size[:2])
+  images = []
+  for i, (height, width) in enumerate(sizes):
+    image, _, _ = preprocess_ops.preprocess_for_inference(
+        tf.constant(random_image(height, width, seed + i)), input_size,
+        parser.pad_value, parser.test_scale)
+    images.append(image.numpy())
+  return np.stack(images).astype(np.float32)

@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 
 from configs import unipercepnet as unipercepnet_cfg
-from dataloaders.ops import preprocess_ops
 from serving import conftest
 from serving import export_onnx
 
@@ -32,20 +31,6 @@ def onnx_export(small_checkpoint, tmp_path_factory):
       f'--config_file={os.path.join(run_dir, "params.yaml")}',
       f'--checkpoint_path={run_dir}', f'--output={path}'])
   return path, stdout
-
-
-def _inputs(sizes, seed=0):
-  """Network inputs of random images of `sizes`, preprocessed as evaluation
-  does (resized, padded with pad_value, normalised)."""
-  params = conftest._small_params()  # pylint: disable=protected-access
-  parser = params.task.validation_data.parser
-  images = []
-  for i, (height, width) in enumerate(sizes):
-    image, _, _ = preprocess_ops.preprocess_for_inference(
-        tf.constant(conftest.random_image(height, width, seed + i)),
-        [conftest.INPUT_SIZE] * 2, parser.pad_value, parser.test_scale)
-    images.append(image.numpy())
-  return np.stack(images).astype(np.float32)
 
 
 def _compare(expected, actual):
@@ -104,7 +89,8 @@ def _compare(expected, actual):
 ], ids=['batch1', 'batch2'])
 def test_onnx_runtime_matches_tensorflow(onnx_export, small_module, sizes):
   runner = export_onnx.OnnxRunner(onnx_export[0], intra_op_threads=2)
-  inputs = _inputs(sizes)
+  inputs = conftest.network_inputs(
+      conftest._small_params(), sizes)  # pylint: disable=protected-access
   expected = {k: v.numpy() for k, v in
               small_module.inference_for_tflite(tf.constant(inputs)).items()}
   actual = runner(inputs)

@@ -13,7 +13,6 @@ from official.core import exp_factory
 from official.core import task_factory
 import registry_imports  # pylint: disable=unused-import
 from configs import unipercepnet as unipercepnet_cfg
-from dataloaders.ops import preprocess_ops
 from serving import conftest
 from serving import export_onnx
 from serving import export_saved_model_lib
@@ -100,15 +99,6 @@ def test_saved_model_gives_the_same_masks(panoptic_run, panoptic_module,
       {0} | set(_THINGS) | set(_STUFF))
 
 
-def _network_input(params, height, width, seed):
-  """A random image preprocessed as evaluation does, [1, 64, 64, 3]."""
-  parser = params.task.validation_data.parser
-  image, _, _ = preprocess_ops.preprocess_for_inference(
-      tf.constant(conftest.random_image(height, width, seed)), [64, 64],
-      parser.pad_value, parser.test_scale)
-  return image.numpy()[np.newaxis].astype(np.float32)
-
-
 @pytest.mark.parametrize('runtime', ['tflite', 'onnx'])
 def test_tflite_and_onnx_give_the_panoptic_masks(panoptic_run, runtime,
                                                  tmp_path):
@@ -129,7 +119,7 @@ def test_tflite_and_onnx_give_the_panoptic_masks(panoptic_run, runtime,
     predictor = predict.onnx_predictor(path)
   # TensorFlow on the same inputs, with the NMS the TFLite file runs.
   module = export_tflite.build_module(params, run_dir)
-  inputs = _network_input(params, 48, 80, seed=5)
+  inputs = conftest.network_inputs(params, [(48, 80)], seed=5)
   expected = {k: v.numpy() for k, v in
               module.inference_for_tflite(tf.constant(inputs)).items()}
   actual = runner(inputs)
