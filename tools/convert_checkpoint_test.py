@@ -19,6 +19,14 @@ from tools import convert_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# A small neck and heads, for the conversion tests of every backbone.
+TINY_NECK_AND_HEADS = {
+    'decoder': {'dilated_encoder': {'num_filters': 16,
+                                    'bottleneck_filters': 8}},
+    'head': {'num_stacked_convs': 2, 'num_filters': 8,
+             'attention_channels': 4, 'branch_channels': 8},
+    'mask_head': {'num_convs': 1, 'num_filters': 8},
+}
 _TINY = {
     'task': {
         'model': {
@@ -27,11 +35,7 @@ _TINY = {
             'backbone': {'type': 'regnet',
                          'regnet': {'model_id': 'regnetx_200mf',
                                     'channel_attention': True}},
-            'decoder': {'dilated_encoder': {'num_filters': 16,
-                                            'bottleneck_filters': 8}},
-            'head': {'num_stacked_convs': 2, 'num_filters': 8,
-                     'attention_channels': 4, 'branch_channels': 8},
-            'mask_head': {'num_convs': 1, 'num_filters': 8},
+            **TINY_NECK_AND_HEADS,
         },
         'annotation_file': '',
     }

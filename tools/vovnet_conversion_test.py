@@ -24,16 +24,12 @@ from tools import convert_checkpoint_test
 from tools import torch_checkpoint_testutil
 
 _STD = np.asarray(unipercepnet_cfg.STDDEV_RGB, np.float32)
+# The VoVNet experiment's own backbone, with convert_checkpoint_test's small
+# neck and heads.
 _TINY = {
     'task': {
-        'model': {
-            'input_size': [64, 64, 3],
-            'decoder': {'dilated_encoder': {'num_filters': 16,
-                                            'bottleneck_filters': 8}},
-            'head': {'num_stacked_convs': 2, 'num_filters': 8,
-                     'attention_channels': 4, 'branch_channels': 8},
-            'mask_head': {'num_convs': 1, 'num_filters': 8},
-        },
+        'model': {'input_size': [64, 64, 3],
+                  **convert_checkpoint_test.TINY_NECK_AND_HEADS},
         'annotation_file': '',
     }
 }
